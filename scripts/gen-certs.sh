@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Makes the DEMO / TEST-ONLY keys and certificates consolegate's demo and tests use.
+# Every certificate carries O="consolegate DEMO - INSECURE" so the proxy can warn when it
+# runs on them: their private keys are committed to the repository.
+#
+#   scripts/gen-certs.sh DIR     (certs/ for the demo, tests/fixtures/pki/ for the tests)
+set -euo pipefail
+dir=${1:?usage: gen-certs.sh DIR}
+mkdir -p "$dir"
+cd "$dir"
+org="/O=consolegate DEMO - INSECURE"
+days=3650
+
+# A CA that signs the proxy's TLS certificate; browsers and test clients trust it.
+openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days "$days" \
+  -subj "$org/CN=consolegate demo CA" -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -sha256 -subj "$org/CN=localhost" \
+  -keyout proxy.key -out proxy.csr 2>/dev/null
+cat > proxy.ext <<EXT
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
+EXT
+openssl x509 -req -in proxy.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days "$days" \
+  -sha256 -extfile proxy.ext -out proxy.pem 2>/dev/null
+# Upstream allows the key and chain inside SSL_CERTIFICATE: the same material in one file.
+cat proxy.pem ca.pem proxy.key > proxy-combined.pem
+rm -f proxy.csr proxy.ext ca.srl
+
+# The engine's ticket-signing key pair (oVirt's engine.cer / engine private key).
+engine() {
+  openssl req -x509 -newkey "rsa:$2" -nodes -sha256 -days "$days" \
+    -subj "$org/CN=$1" -keyout "$1.key" -out "$1.pem" 2>/dev/null
+}
+engine engine 2048
+if [ "${DEMO_ONLY:-}" != 1 ]; then
+  engine engine-4096 4096
+  engine other-engine 2048
+  # A trust file holding two engine certificates, as during key rotation.
+  cat other-engine.pem engine.pem > engines-rotation.pem
+fi
+chmod 600 ./*.key
+echo "made DEMO/TEST-ONLY keys and certificates in $dir"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, the configuration fixtures, the ticket vectors and the
+# proxy binary driven as a process over real sockets and real TLS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,282 @@
+//! The command line: `serve`, `check-config`, `ticket verify` and `ticket sign`. Each command
+//! returns its exit code; `main.rs` only parses arguments and exits.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::{Args, Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use crate::config::{self, ConfigError, RawConfig, Settings};
+use crate::proxy::{Notice, Proxy};
+use crate::target::Target;
+use crate::ticket::{TicketSigner, TicketVerifier};
+use crate::{logging, server, shutdown};
+
+/// Exit code for a configuration that cannot be used (sysexits `EX_USAGE`, as linkerd).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code for a ticket that was refused, or a runtime failure.
+const EXIT_REFUSED: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "consolegate", version, about = "WebSocket proxy for VM consoles (noVNC to VNC), oVirt ticket compatible")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ConfigArgs),
+    /// Print the merged configuration, validate it as `serve` would, and exit.
+    CheckConfig(ConfigArgs),
+    /// Verify or issue console tickets.
+    #[command(subcommand)]
+    Ticket(TicketCommand),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// A configuration file (then PATH.d/*.conf) or directory (its *.conf); repeatable, read in
+    /// order after the built-in defaults, later values winning.
+    #[arg(long = "config", value_name = "PATH")]
+    config: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TicketCommand {
+    /// Decode and verify one ticket; print its target and exit 0, or the reason and exit 1.
+    Verify {
+        /// Engine certificate (PEM; several certificates are all trusted).
+        #[arg(long, value_name = "PEM")]
+        cert: PathBuf,
+        /// Check the validity window at this time instead of now.
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<DateTime<Utc>>,
+        /// Accept legacy SHA-1 tickets (engines up to 4.4.10).
+        #[arg(long)]
+        accept_legacy_sha1: bool,
+        /// A file holding the ticket, `-` for standard input, or the ticket itself.
+        #[arg(value_name = "TICKET", default_value = "-")]
+        ticket: String,
+    },
+    /// Issue a ticket exactly as an oVirt engine does.
+    Sign {
+        /// The engine's private key (PEM, RSA).
+        #[arg(long, value_name = "PEM")]
+        key: PathBuf,
+        /// The engine's certificate (PEM), embedded in the ticket as the engine does.
+        #[arg(long, value_name = "PEM")]
+        cert: PathBuf,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        /// The VNC server expects VeNCrypt negotiated by the proxy.
+        #[arg(long)]
+        ssl_target: bool,
+        /// Seconds the ticket stays valid (the engine's default is 120).
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        lifetime: u32,
+        /// Start of validity instead of now.
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<DateTime<Utc>>,
+    },
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Command::Serve(args) => serve(&args.config),
+            Command::CheckConfig(args) => check_config(&args.config),
+            Command::Ticket(TicketCommand::Verify { cert, now, accept_legacy_sha1, ticket }) => {
+                verify(&cert, now, accept_legacy_sha1, &ticket)
+            }
+            Command::Ticket(TicketCommand::Sign { key, cert, host, port, ssl_target, lifetime, now }) => {
+                sign(&key, &cert, Target { host, port, ssl_target }, lifetime, now)
+            }
+        }
+    }
+}
+
+/// Everything `serve` and `check-config` share: read, parse and build, collecting every error.
+struct Loaded {
+    raw: Option<RawConfig>,
+    proxy: Option<(Proxy, Vec<Notice>)>,
+    warnings: Vec<String>,
+    errors: Vec<ConfigError>,
+}
+
+fn load(paths: &[PathBuf]) -> Loaded {
+    let raw = match config::load(paths) {
+        Ok(raw) => raw,
+        Err(errors) => return Loaded { raw: None, proxy: None, warnings: Vec::new(), errors },
+    };
+    let mut warnings: Vec<String> = raw.warnings.iter().map(ToString::to_string).collect();
+    let (settings, settings_warnings) = match Settings::from_raw(&raw) {
+        Ok(parsed) => parsed,
+        Err(errors) => return Loaded { raw: Some(raw), proxy: None, warnings, errors },
+    };
+    warnings.extend(settings_warnings.iter().map(ToString::to_string));
+    match Proxy::build(settings, &raw) {
+        Ok(built) => Loaded { raw: Some(raw), proxy: Some(built), warnings, errors: Vec::new() },
+        Err(errors) => Loaded { raw: Some(raw), proxy: None, warnings, errors },
+    }
+}
+
+fn report_errors(errors: &[ConfigError]) {
+    eprintln!("consolegate: the configuration has {} error(s):", errors.len());
+    for error in errors {
+        eprintln!("  error: {error}");
+    }
+}
+
+fn serve(paths: &[PathBuf]) -> ExitCode {
+    let loaded = load(paths);
+    let Some((proxy, notices)) = loaded.proxy else {
+        for warning in &loaded.warnings {
+            eprintln!("  warning: {warning}");
+        }
+        report_errors(&loaded.errors);
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    logging::init(proxy.settings.log_level);
+    for warning in &loaded.warnings {
+        warn!("configuration: {warning}");
+    }
+    for notice in &notices {
+        if notice.loud {
+            warn!("!!! {} !!!", notice.message);
+        } else {
+            warn!("{}", notice.message);
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    runtime.block_on(async move {
+        let signals = match shutdown::StopSignals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                error!("cannot register signal handlers: {e}");
+                return ExitCode::from(EXIT_REFUSED);
+            }
+        };
+        let listener = match server::bind(&proxy.settings).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                error!(host = ?proxy.settings.proxy_host, port = proxy.settings.proxy_port, "cannot listen: {e}");
+                return ExitCode::from(EXIT_REFUSED);
+            }
+        };
+        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mode = match (&proxy.tls, proxy.settings.ssl_only) {
+            (None, _) => "ws:// only",
+            (Some(_), true) => "wss:// only",
+            (Some(_), false) => "ws:// and wss://",
+        };
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            settings = %proxy.settings.summary(),
+            "listening on {address} ({mode})"
+        );
+        server::run(listener, Arc::new(proxy), signals.recv()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_config(paths: &[PathBuf]) -> ExitCode {
+    let loaded = load(paths);
+    if let Some(raw) = &loaded.raw {
+        for line in raw.print_lines() {
+            println!("{line}");
+        }
+    }
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some((_, notices)) = &loaded.proxy {
+        for notice in notices {
+            eprintln!("{}: {}", if notice.loud { "WARNING" } else { "warning" }, notice.message);
+        }
+    }
+    if loaded.errors.is_empty() {
+        eprintln!("configuration OK");
+        ExitCode::SUCCESS
+    } else {
+        report_errors(&loaded.errors);
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn verify(cert: &Path, now: Option<DateTime<Utc>>, accept_legacy_sha1: bool, ticket: &str) -> ExitCode {
+    let verifier = match std::fs::read(cert)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| TicketVerifier::from_pem(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(verifier) => verifier.accept_legacy_sha1(accept_legacy_sha1),
+        Err(e) => {
+            eprintln!("consolegate: {}: {e}", cert.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let ticket = match read_ticket(ticket) {
+        Ok(ticket) => ticket,
+        Err(e) => {
+            eprintln!("consolegate: cannot read the ticket: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match verifier.verify(&ticket, now.unwrap_or_else(Utc::now)) {
+        Ok(verified) => {
+            println!("{}", verified.target);
+            println!("ssl_target={}", verified.target.ssl_target);
+            println!("valid_from={}", verified.valid_from.to_rfc3339());
+            println!("valid_to={}", verified.valid_to.to_rfc3339());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("refused: {e}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+    }
+}
+
+/// `-` is standard input; an existing file is read; anything else is taken as the ticket.
+fn read_ticket(argument: &str) -> std::io::Result<String> {
+    let text = if argument == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else if Path::new(argument).is_file() {
+        std::fs::read_to_string(argument)?
+    } else {
+        argument.to_owned()
+    };
+    Ok(text.trim().to_owned())
+}
+
+fn sign(key: &Path, cert: &Path, target: Target, lifetime: u32, now: Option<DateTime<Utc>>) -> ExitCode {
+    let signer = std::fs::read(key)
+        .and_then(|key_pem| std::fs::read(cert).map(|cert_pem| (key_pem, cert_pem)))
+        .map_err(|e| e.to_string())
+        .and_then(|(key_pem, cert_pem)| TicketSigner::from_pem(&key_pem, &cert_pem).map_err(|e| e.to_string()));
+    match signer {
+        Ok(signer) => {
+            println!("{}", signer.sign(&target, now.unwrap_or_else(Utc::now), TimeDelta::seconds(lifetime.into())));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consolegate: cannot sign with {} and {}: {e}", key.display(), cert.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The registry of configuration keys: names, built-in defaults, one-line docs.
+//!
+//! [`KEYS`] is the single source of defaults (read by [`RawConfig`](super::RawConfig))
+//! and the print order of `check-config`; [`Settings`](super::Settings) parses each key.
+
+/// Listen address: `*` or empty for all addresses, an IP literal or a host name.
+pub const PROXY_HOST: &str = "PROXY_HOST";
+/// Listen port.
+pub const PROXY_PORT: &str = "PROXY_PORT";
+/// Whether `*` means all IPv6 rather than all IPv4 addresses.
+pub const SOURCE_IS_IPV6: &str = "SOURCE_IS_IPV6";
+/// The proxy's certificate (PEM).
+pub const SSL_CERTIFICATE: &str = "SSL_CERTIFICATE";
+/// The proxy's private key (PEM).
+pub const SSL_KEY: &str = "SSL_KEY";
+/// Whether plain `ws://` is refused.
+pub const SSL_ONLY: &str = "SSL_ONLY";
+/// Oldest TLS version offered.
+pub const SSL_MIN_VERSION: &str = "SSL_MIN_VERSION";
+/// OpenSSL-style cipher list.
+pub const SSL_CIPHERS: &str = "SSL_CIPHERS";
+/// The engine certificate that signs tickets.
+pub const CERT_FOR_DATA_VERIFICATION: &str = "CERT_FOR_DATA_VERIFICATION";
+/// Upstream traffic tracing switch, accepted for compatibility.
+pub const TRACE_ENABLE: &str = "TRACE_ENABLE";
+/// Upstream traffic tracing file, accepted for compatibility.
+pub const TRACE_FILE: &str = "TRACE_FILE";
+/// Whether tickets signed with SHA-1 only are accepted.
+pub const TICKET_ACCEPT_LEGACY_SHA1: &str = "TICKET_ACCEPT_LEGACY_SHA1";
+/// Tolerance on a ticket's validity window.
+pub const TICKET_CLOCK_SKEW: &str = "TICKET_CLOCK_SKEW";
+/// Time allowed for the TLS handshake and the HTTP request.
+pub const HANDSHAKE_TIMEOUT: &str = "HANDSHAKE_TIMEOUT";
+/// Time allowed to connect to the console.
+pub const TARGET_CONNECT_TIMEOUT: &str = "TARGET_CONNECT_TIMEOUT";
+/// Time sessions may continue after SIGTERM.
+pub const SHUTDOWN_GRACE_PERIOD: &str = "SHUTDOWN_GRACE_PERIOD";
+/// Largest WebSocket message accepted.
+pub const WS_MAX_MESSAGE_SIZE: &str = "WS_MAX_MESSAGE_SIZE";
+/// Log verbosity.
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+
+/// One configuration key as the operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDef {
+    pub name: &'static str,
+    /// The value the key has before any file is read, in file syntax.
+    pub default: &'static str,
+    /// One line for `check-config` and the README.
+    pub doc: &'static str,
+    /// Whether the value must never be printed or logged.
+    pub secret: bool,
+}
+
+/// Every key we understand, in `check-config` print order.
+pub const KEYS: &[KeyDef] = &[
+    KeyDef {
+        name: PROXY_HOST,
+        default: "*",
+        doc: "listen address: * or empty for all addresses, an IP literal or a host name",
+        secret: false,
+    },
+    KeyDef {
+        name: PROXY_PORT,
+        default: "6100",
+        doc: "listen port, 0-65535 (0: any free port)",
+        secret: false,
+    },
+    KeyDef {
+        name: SOURCE_IS_IPV6,
+        default: "False",
+        doc: "with PROXY_HOST=*, listen on all IPv6 rather than all IPv4 addresses",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_CERTIFICATE,
+        default: "",
+        doc: "PEM certificate, may hold the key and chain; empty: no TLS",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_KEY,
+        default: "",
+        doc: "PEM private key; empty: the key is inside SSL_CERTIFICATE",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_ONLY,
+        default: "False",
+        doc: "refuse plain ws:// connections",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_MIN_VERSION,
+        default: "TLSv1.2",
+        doc: "oldest TLS version offered: TLSv1.2 or TLSv1.3",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_CIPHERS,
+        default: "HIGH:!aNULL",
+        doc: "OpenSSL cipher list",
+        secret: false,
+    },
+    KeyDef {
+        name: CERT_FOR_DATA_VERIFICATION,
+        default: "",
+        doc: "PEM engine certificate(s) that sign tickets (alias: CERT_FOR_DATA_VALIDATION)",
+        secret: false,
+    },
+    KeyDef {
+        name: TRACE_ENABLE,
+        default: "False",
+        doc: "accepted for compatibility; traffic tracing is not supported",
+        secret: false,
+    },
+    KeyDef {
+        name: TRACE_FILE,
+        default: "",
+        doc: "accepted for compatibility; traffic tracing is not supported",
+        secret: false,
+    },
+    KeyDef {
+        name: TICKET_ACCEPT_LEGACY_SHA1,
+        default: "False",
+        doc: "accept tickets signed with SHA-1 only (engines up to 4.4.10)",
+        secret: false,
+    },
+    KeyDef {
+        name: TICKET_CLOCK_SKEW,
+        default: "0",
+        doc: "tolerance on a ticket's validFrom and validTo",
+        secret: false,
+    },
+    KeyDef {
+        name: HANDSHAKE_TIMEOUT,
+        default: "10s",
+        doc: "time for the TLS handshake and the HTTP request",
+        secret: false,
+    },
+    KeyDef {
+        name: TARGET_CONNECT_TIMEOUT,
+        default: "10s",
+        doc: "time to connect to the console",
+        secret: false,
+    },
+    KeyDef {
+        name: SHUTDOWN_GRACE_PERIOD,
+        default: "30s",
+        doc: "on SIGTERM, how long open sessions may continue",
+        secret: false,
+    },
+    KeyDef {
+        name: WS_MAX_MESSAGE_SIZE,
+        default: "16777216",
+        doc: "largest WebSocket message in bytes, at least 1024",
+        secret: false,
+    },
+    KeyDef {
+        name: LOG_LEVEL,
+        default: "info",
+        doc: "error, warn, info, debug or trace",
+        secret: false,
+    },
+];
+
+/// Other names for keys, as `(alias, key)`: an assignment to the alias sets the key.
+///
+/// Some oVirt documentation spells the engine certificate key this way.
+pub const ALIASES: &[(&str, &str)] = &[("CERT_FOR_DATA_VALIDATION", CERT_FOR_DATA_VERIFICATION)];
+
+/// Words that mark a key's value as secret, whether or not we know the key.
+const SECRET_WORDS: &[&str] = &["PASSWORD", "SECRET", "PASSPHRASE", "TOKEN"];
+
+/// The registry entry for `name`, which must already be canonical.
+pub fn key_def(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|key| key.name == name)
+}
+
+/// The key `name` sets: the key an alias stands for, else `name` itself.
+pub fn canonical_key(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, key)| key)
+}
+
+/// Whether `name`'s value must be masked: a secret key, or any key whose name says so,
+/// since upstream files may carry helper keys we do not know.
+pub fn is_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    key_def(canonical_key(name)).is_some_and(|key| key.secret)
+        || SECRET_WORDS.iter().any(|word| upper.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_unique() {
+        for (i, key) in KEYS.iter().enumerate() {
+            assert!(
+                KEYS[i + 1..].iter().all(|other| other.name != key.name),
+                "{} twice",
+                key.name
+            );
+        }
+    }
+
+    #[test]
+    fn aliases_name_known_keys_and_are_not_keys() {
+        for (alias, key) in ALIASES {
+            assert!(key_def(key).is_some(), "{alias} stands for unknown {key}");
+            assert!(key_def(alias).is_none(), "{alias} is also a key");
+        }
+    }
+
+    #[test]
+    fn canonical_key_resolves_aliases_only() {
+        assert_eq!(
+            canonical_key("CERT_FOR_DATA_VALIDATION"),
+            CERT_FOR_DATA_VERIFICATION
+        );
+        assert_eq!(
+            canonical_key(CERT_FOR_DATA_VERIFICATION),
+            CERT_FOR_DATA_VERIFICATION
+        );
+        assert_eq!(canonical_key("PKI_DIR"), "PKI_DIR");
+    }
+
+    #[test]
+    fn secrets_are_recognised_by_name() {
+        for name in [
+            "DB_PASSWORD",
+            "API_TOKEN",
+            "KEY_PASSPHRASE",
+            "CLIENT_SECRET",
+            "db_password",
+        ] {
+            assert!(is_secret(name), "{name}");
+        }
+        for key in KEYS {
+            assert!(!is_secret(key.name), "{}", key.name);
+        }
+        assert!(!is_secret("PKI_DIR"));
+    }
+}

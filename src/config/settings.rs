@@ -1,0 +1,712 @@
+//! Typed settings: each key of a [`RawConfig`] parsed once by its `parse_*` function,
+//! then the keys checked together. No file is opened here: `tls` reads the certificate
+//! and key, `ticket` the engine certificate.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::Level;
+
+use super::keys::{
+    key_def, CERT_FOR_DATA_VERIFICATION, HANDSHAKE_TIMEOUT, LOG_LEVEL, PROXY_HOST, PROXY_PORT,
+    SHUTDOWN_GRACE_PERIOD, SOURCE_IS_IPV6, SSL_CERTIFICATE, SSL_CIPHERS, SSL_KEY, SSL_MIN_VERSION,
+    SSL_ONLY, TARGET_CONNECT_TIMEOUT, TICKET_ACCEPT_LEGACY_SHA1, TICKET_CLOCK_SKEW, TRACE_ENABLE,
+    TRACE_FILE, WS_MAX_MESSAGE_SIZE,
+};
+use super::{ConfigError, ConfigWarning, Entry, RawConfig};
+
+/// Smallest `WS_MAX_MESSAGE_SIZE`: below it even a console's first frames may not fit.
+const MIN_MESSAGE_SIZE: usize = 1024;
+
+/// Where the proxy listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenHost {
+    /// Every address: IPv4, or IPv6 with `SOURCE_IS_IPV6`, as upstream binds.
+    Any,
+    Addr(IpAddr),
+    /// Resolved when binding, which is I/O and so not done here.
+    Name(String),
+}
+
+impl fmt::Display for ListenHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenHost::Any => f.write_str("*"),
+            ListenHost::Addr(addr) => write!(f, "{addr}"),
+            ListenHost::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The oldest TLS version offered; rustls has nothing older than 1.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        })
+    }
+}
+
+/// A value its key's parser rejects, and what the key expects instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not {expected}")]
+pub struct InvalidValue {
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl InvalidValue {
+    fn new(value: &str, expected: &'static str) -> InvalidValue {
+        InvalidValue {
+            value: value.to_owned(),
+            expected,
+        }
+    }
+}
+
+/// Reads a boolean as upstream does: `t`, `true`, `y`, `yes`, `1` (any case) are true.
+/// `None` for text that is not a spelling of either value either: upstream takes it as
+/// false, and so do callers, but they warn, since it is likely a typo of `True`.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "t" | "true" | "y" | "yes" | "1" => Some(true),
+        "f" | "false" | "n" | "no" | "0" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Reads `PROXY_HOST`: `*` or empty for every address, an IP literal (IPv6 with or
+/// without brackets) or a host name.
+pub fn parse_listen_host(value: &str) -> Result<ListenHost, InvalidValue> {
+    const EXPECTED: &str = "an IP address or host name (or * for every address)";
+    if value.is_empty() || value == "*" {
+        return Ok(ListenHost::Any);
+    }
+    if let Some(inner) = value
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        return inner
+            .parse::<Ipv6Addr>()
+            .map(|addr| ListenHost::Addr(addr.into()))
+            .map_err(|_| InvalidValue::new(value, EXPECTED));
+    }
+    if let Ok(addr) = value.parse::<IpAddr>() {
+        return Ok(ListenHost::Addr(addr));
+    }
+    if is_host_name(value) {
+        Ok(ListenHost::Name(value.to_owned()))
+    } else {
+        Err(InvalidValue::new(value, EXPECTED))
+    }
+}
+
+/// Whether `name` is a DNS host name (RFC 1123), optionally ending in a dot. A numeric
+/// last label is refused, so that a mistyped IPv4 address is not looked up as a name.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let is_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let numeric_top = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| label.bytes().all(|byte| byte.is_ascii_digit()));
+    name.len() <= 253 && name.split('.').all(is_label) && !numeric_top
+}
+
+/// Reads a port number, 0-65535; 0 asks the system for any free port.
+pub fn parse_port(value: &str) -> Result<u16, InvalidValue> {
+    value
+        .parse()
+        .map_err(|_| InvalidValue::new(value, "a port number (0-65535)"))
+}
+
+/// Reads `SSL_MIN_VERSION` in Python's spellings (`TLSv1_2`) or OpenSSL's (`TLSv1.2`),
+/// any case. `Ok(None)` for `TLSv1` and `TLSv1.1`, which upstream accepts but rustls
+/// cannot offer: callers raise them to TLS 1.2 with a warning.
+pub fn parse_tls_version(value: &str) -> Result<Option<TlsVersion>, InvalidValue> {
+    match value.to_ascii_lowercase().replace('_', ".").as_str() {
+        "tlsv1" | "tlsv1.1" => Ok(None),
+        "tlsv1.2" => Ok(Some(TlsVersion::Tls12)),
+        "tlsv1.3" => Ok(Some(TlsVersion::Tls13)),
+        _ => Err(InvalidValue::new(
+            value,
+            "a TLS version (TLSv1.2 or TLSv1.3)",
+        )),
+    }
+}
+
+/// Reads a duration: whole seconds, as upstream-style keys use, or humantime syntax
+/// (`500ms`, `2m`, `1h 30s`).
+pub fn parse_duration(value: &str) -> Result<Duration, InvalidValue> {
+    if let Ok(seconds) = value.parse() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(value).map_err(|_| {
+        InvalidValue::new(
+            value,
+            "a duration (whole seconds, or e.g. 500ms, 2m, \"1h 30s\")",
+        )
+    })
+}
+
+/// Reads `WS_MAX_MESSAGE_SIZE`, in bytes.
+pub fn parse_message_size(value: &str) -> Result<usize, InvalidValue> {
+    value
+        .parse()
+        .ok()
+        .filter(|&size| size >= MIN_MESSAGE_SIZE)
+        .ok_or_else(|| InvalidValue::new(value, "a size in bytes of at least 1024"))
+}
+
+/// Reads `LOG_LEVEL`, any case.
+pub fn parse_log_level(value: &str) -> Result<Level, InvalidValue> {
+    match value.to_ascii_lowercase().as_str() {
+        "error" => Ok(Level::ERROR),
+        "warn" => Ok(Level::WARN),
+        "info" => Ok(Level::INFO),
+        "debug" => Ok(Level::DEBUG),
+        "trace" => Ok(Level::TRACE),
+        _ => Err(InvalidValue::new(
+            value,
+            "a log level (error, warn, info, debug or trace)",
+        )),
+    }
+}
+
+/// Reads an optional path: empty means unset, as upstream writes `SSL_KEY=`.
+pub fn parse_path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+/// Everything the proxy needs from its configuration, parsed and checked; shared by
+/// connections as `Arc<Settings>`. Holds no secret, so it may be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub proxy_host: ListenHost,
+    pub proxy_port: u16,
+    pub source_is_ipv6: bool,
+    /// `None`: no TLS, plain `ws://` only.
+    pub ssl_certificate: Option<PathBuf>,
+    /// `None`: the key is inside `ssl_certificate`.
+    pub ssl_key: Option<PathBuf>,
+    pub ssl_only: bool,
+    pub ssl_min_version: TlsVersion,
+    /// OpenSSL syntax, as upstream configs carry it; `tls` maps it to rustls suites.
+    pub ssl_ciphers: String,
+    /// May hold several certificates, so the engine can rotate its key.
+    pub cert_for_data_verification: PathBuf,
+    /// Accepted for compatibility; tracing is not supported and this is ignored.
+    pub trace_enable: bool,
+    pub trace_file: Option<PathBuf>,
+    pub ticket_accept_legacy_sha1: bool,
+    pub ticket_clock_skew: Duration,
+    pub handshake_timeout: Duration,
+    pub target_connect_timeout: Duration,
+    pub shutdown_grace_period: Duration,
+    pub ws_max_message_size: usize,
+    pub log_level: Level,
+}
+
+impl Settings {
+    /// Parses every key, collecting every error (never stops at the first), then runs
+    /// the cross-field checks.
+    ///
+    /// Returns the settings with the warnings found while parsing them (a boolean that
+    /// is neither true nor false, a raised TLS version, tracing asked for), kept apart
+    /// from `raw.warnings`, which are about merging, so that `RawConfig` stays read-only
+    /// here. Unknown keys in `raw` are not looked at.
+    ///
+    /// # Errors
+    ///
+    /// Every invalid value, an empty `CERT_FOR_DATA_VERIFICATION`, and every failed
+    /// cross-field check.
+    pub fn from_raw(raw: &RawConfig) -> Result<(Settings, Vec<ConfigWarning>), Vec<ConfigError>> {
+        let mut keys = KeyReader::new(raw);
+        let settings = Settings {
+            proxy_host: keys.parse(PROXY_HOST, parse_listen_host),
+            proxy_port: keys.parse(PROXY_PORT, parse_port),
+            source_is_ipv6: keys.flag(SOURCE_IS_IPV6),
+            ssl_certificate: parse_path(keys.text(SSL_CERTIFICATE)),
+            ssl_key: parse_path(keys.text(SSL_KEY)),
+            ssl_only: keys.flag(SSL_ONLY),
+            ssl_min_version: keys.tls_version(SSL_MIN_VERSION),
+            ssl_ciphers: keys.text(SSL_CIPHERS).to_owned(),
+            cert_for_data_verification: keys.engine_certificate(CERT_FOR_DATA_VERIFICATION),
+            trace_enable: keys.flag(TRACE_ENABLE),
+            trace_file: parse_path(keys.text(TRACE_FILE)),
+            ticket_accept_legacy_sha1: keys.flag(TICKET_ACCEPT_LEGACY_SHA1),
+            ticket_clock_skew: keys.parse(TICKET_CLOCK_SKEW, parse_duration),
+            handshake_timeout: keys.parse(HANDSHAKE_TIMEOUT, parse_duration),
+            target_connect_timeout: keys.parse(TARGET_CONNECT_TIMEOUT, parse_duration),
+            shutdown_grace_period: keys.parse(SHUTDOWN_GRACE_PERIOD, parse_duration),
+            ws_max_message_size: keys.parse(WS_MAX_MESSAGE_SIZE, parse_message_size),
+            log_level: keys.parse(LOG_LEVEL, parse_log_level),
+        };
+        check_cross_fields(&settings, &mut keys);
+        if keys.errors.is_empty() {
+            Ok((settings, keys.warnings))
+        } else {
+            Err(keys.errors)
+        }
+    }
+
+    /// A one-line, secret-free summary for the start-up log line: `key=value` pairs.
+    pub fn summary(&self) -> String {
+        format!(
+            "proxy_host={} proxy_port={} source_is_ipv6={} ssl_certificate={} ssl_key={} \
+             ssl_only={} ssl_min_version={} ssl_ciphers={} cert_for_data_verification={} \
+             ticket_accept_legacy_sha1={} ticket_clock_skew={:?} handshake_timeout={:?} \
+             target_connect_timeout={:?} shutdown_grace_period={:?} ws_max_message_size={} \
+             log_level={}",
+            self.proxy_host,
+            self.proxy_port,
+            self.source_is_ipv6,
+            show_path(self.ssl_certificate.as_deref()),
+            show_path(self.ssl_key.as_deref()),
+            self.ssl_only,
+            self.ssl_min_version,
+            self.ssl_ciphers,
+            self.cert_for_data_verification.display(),
+            self.ticket_accept_legacy_sha1,
+            self.ticket_clock_skew,
+            self.handshake_timeout,
+            self.target_connect_timeout,
+            self.shutdown_grace_period,
+            self.ws_max_message_size,
+            self.log_level.as_str().to_ascii_lowercase(),
+        )
+    }
+}
+
+/// A path for [`Settings::summary`]; an unset one shows as `none`.
+fn show_path(path: Option<&Path>) -> impl fmt::Display + '_ {
+    path.map_or("none".into(), Path::to_string_lossy)
+}
+
+/// Checks between keys, each valid alone. Runs even when some keys failed to parse
+/// (they then hold their defaults), since it only reads keys that cannot fail.
+fn check_cross_fields(settings: &Settings, keys: &mut KeyReader<'_>) {
+    if settings.ssl_only && settings.ssl_certificate.is_none() {
+        keys.error(
+            SSL_ONLY,
+            "is true but SSL_CERTIFICATE is empty: serving TLS only needs a certificate",
+        );
+    }
+    if settings.ssl_key.is_some() && settings.ssl_certificate.is_none() {
+        keys.error(
+            SSL_KEY,
+            "is set but SSL_CERTIFICATE is empty: a key needs its certificate",
+        );
+    }
+    if settings.trace_enable {
+        keys.warn(TRACE_ENABLE, "traffic tracing is not supported; ignored");
+    }
+}
+
+/// Reads registered keys from a [`RawConfig`], collecting errors and warnings with
+/// each key's origin, so that parsing goes on after a bad value.
+struct KeyReader<'a> {
+    raw: &'a RawConfig,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl<'a> KeyReader<'a> {
+    fn new(raw: &'a RawConfig) -> KeyReader<'a> {
+        KeyReader {
+            raw,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn entry(&self, key: &str) -> &'a Entry {
+        self.raw
+            .get(key)
+            .expect("a RawConfig holds every registered key")
+    }
+
+    fn text(&self, key: &str) -> &'a str {
+        &self.entry(key).value
+    }
+
+    /// Parses `key` with `parse`. On error the key's built-in default stands in, so that
+    /// the other keys and the cross-field checks still run; the settings are then
+    /// discarded, since an error was recorded.
+    fn parse<T>(&mut self, key: &str, parse: fn(&str) -> Result<T, InvalidValue>) -> T {
+        parse(self.text(key)).unwrap_or_else(|error| {
+            self.error(key, error.to_string());
+            let default = key_def(key).expect("a registered key").default;
+            parse(default).expect("built-in defaults are valid")
+        })
+    }
+
+    /// Parses a boolean key, warning when the value is taken as false only by upstream's
+    /// rule that anything not true is false.
+    fn flag(&mut self, key: &str) -> bool {
+        let value = self.text(key);
+        parse_bool(value).unwrap_or_else(|| {
+            self.warn(
+                key,
+                format!(
+                    "{value:?} is not a boolean (true/false, yes/no, t/f, y/n, 1/0); taken as false"
+                ),
+            );
+            false
+        })
+    }
+
+    /// Parses `SSL_MIN_VERSION`, raising versions rustls lacks to TLS 1.2 with a warning.
+    fn tls_version(&mut self, key: &str) -> TlsVersion {
+        let value = self.text(key);
+        self.parse(key, parse_tls_version).unwrap_or_else(|| {
+            self.warn(
+                key,
+                format!(
+                    "{value:?} is older than TLSv1.2, the oldest rustls offers; raised to TLSv1.2"
+                ),
+            );
+            TlsVersion::Tls12
+        })
+    }
+
+    /// Reads the engine certificate path, which tickets cannot be verified without.
+    fn engine_certificate(&mut self, key: &str) -> PathBuf {
+        parse_path(self.text(key)).unwrap_or_else(|| {
+            self.error(
+                key,
+                "is not set: the engine certificate is needed to verify tickets",
+            );
+            PathBuf::new()
+        })
+    }
+
+    /// Records an error about `key`, at the assignment that set it if a file did.
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        let origin = &self.entry(key).origin;
+        self.errors.push(ConfigError {
+            origin: (!origin.is_built_in()).then(|| origin.clone()),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, key: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigWarning {
+            origin: self.entry(key).origin.clone(),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Origin;
+
+    const ENGINE_CERT: (&str, &str) = (
+        CERT_FOR_DATA_VERIFICATION,
+        "/etc/pki/ovirt-engine/certs/engine.cer",
+    );
+
+    fn settings(
+        pairs: &[(&str, &str)],
+    ) -> Result<(Settings, Vec<ConfigWarning>), Vec<ConfigError>> {
+        let mut all = vec![ENGINE_CERT];
+        all.extend_from_slice(pairs);
+        Settings::from_raw(&RawConfig::from_pairs(&all))
+    }
+
+    fn messages<T: ToString>(items: &[T]) -> Vec<String> {
+        items.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn defaults_with_an_engine_certificate_are_valid() {
+        let (settings, warnings) = settings(&[]).unwrap();
+        assert_eq!(warnings, []);
+        assert_eq!(
+            settings,
+            Settings {
+                proxy_host: ListenHost::Any,
+                proxy_port: 6100,
+                source_is_ipv6: false,
+                ssl_certificate: None,
+                ssl_key: None,
+                ssl_only: false,
+                ssl_min_version: TlsVersion::Tls12,
+                ssl_ciphers: "HIGH:!aNULL".to_owned(),
+                cert_for_data_verification: PathBuf::from(ENGINE_CERT.1),
+                trace_enable: false,
+                trace_file: None,
+                ticket_accept_legacy_sha1: false,
+                ticket_clock_skew: Duration::ZERO,
+                handshake_timeout: Duration::from_secs(10),
+                target_connect_timeout: Duration::from_secs(10),
+                shutdown_grace_period: Duration::from_secs(30),
+                ws_max_message_size: 16 * 1024 * 1024,
+                log_level: Level::INFO,
+            }
+        );
+    }
+
+    #[test]
+    fn missing_engine_certificate_is_an_error() {
+        let errors = Settings::from_raw(&RawConfig::defaults()).unwrap_err();
+        assert_eq!(
+            messages(&errors),
+            ["CERT_FOR_DATA_VERIFICATION: is not set: the engine certificate is needed to verify tickets"]
+        );
+        let errors = settings(&[(CERT_FOR_DATA_VERIFICATION, "")]).unwrap_err();
+        assert_eq!(errors[0].origin, Some(Origin::new("test", 0)));
+    }
+
+    #[test]
+    fn booleans_follow_upstream_in_any_case() {
+        for value in [
+            "t", "T", "true", "True", "TRUE", "y", "Y", "yes", "YES", "1",
+        ] {
+            assert_eq!(parse_bool(value), Some(true), "{value}");
+        }
+        for value in ["f", "F", "false", "False", "n", "N", "no", "No", "0", ""] {
+            assert_eq!(parse_bool(value), Some(false), "{value}");
+        }
+        for value in ["Ture", "on", "2", " true", "yess"] {
+            assert_eq!(parse_bool(value), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn unrecognised_boolean_is_false_with_a_warning() {
+        let (settings, warnings) = settings(&[(SSL_ONLY, "Ture")]).unwrap();
+        assert!(!settings.ssl_only);
+        assert_eq!(
+            messages(&warnings),
+            ["test: SSL_ONLY: \"Ture\" is not a boolean (true/false, yes/no, t/f, y/n, 1/0); taken as false"]
+        );
+    }
+
+    #[test]
+    fn listen_hosts() {
+        assert_eq!(parse_listen_host("*"), Ok(ListenHost::Any));
+        assert_eq!(parse_listen_host(""), Ok(ListenHost::Any));
+        assert_eq!(
+            parse_listen_host("0.0.0.0"),
+            Ok(ListenHost::Addr("0.0.0.0".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen_host("::1"),
+            Ok(ListenHost::Addr("::1".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen_host("[::1]"),
+            Ok(ListenHost::Addr("::1".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen_host("engine.example.com"),
+            Ok(ListenHost::Name("engine.example.com".to_owned()))
+        );
+        assert_eq!(
+            parse_listen_host("localhost."),
+            Ok(ListenHost::Name("localhost.".to_owned()))
+        );
+        for bad in [
+            "[1.2.3.4]",
+            "[::1",
+            "10.0.0.256",
+            "-bad.example",
+            "a..b",
+            "exa_mple.com",
+            "::g",
+        ] {
+            assert!(parse_listen_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("0"), Ok(0));
+        assert_eq!(parse_port("65535"), Ok(65535));
+        for bad in ["65536", "-1", "", "61o0", "6100 "] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_port("61o0").unwrap_err().to_string(),
+            "\"61o0\" is not a port number (0-65535)"
+        );
+    }
+
+    #[test]
+    fn tls_versions() {
+        for (value, expected) in [
+            ("TLSv1.2", Some(TlsVersion::Tls12)),
+            ("tlsv1_2", Some(TlsVersion::Tls12)),
+            ("TLSv1.3", Some(TlsVersion::Tls13)),
+            ("TLSV1_3", Some(TlsVersion::Tls13)),
+            ("TLSv1", None),
+            ("TLSv1.1", None),
+            ("TLSv1_1", None),
+        ] {
+            assert_eq!(parse_tls_version(value), Ok(expected), "{value}");
+        }
+        for bad in ["SSLv3", "TLSv1.4", "1.2", ""] {
+            assert!(parse_tls_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn old_tls_versions_are_raised_with_a_warning() {
+        let (settings, warnings) = settings(&[(SSL_MIN_VERSION, "TLSv1")]).unwrap();
+        assert_eq!(settings.ssl_min_version, TlsVersion::Tls12);
+        assert_eq!(
+            messages(&warnings),
+            ["test: SSL_MIN_VERSION: \"TLSv1\" is older than TLSv1.2, the oldest rustls offers; raised to TLSv1.2"]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h 30s"), Ok(Duration::from_secs(3630)));
+        for bad in ["", "-1", "10x", "1.5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn message_sizes() {
+        assert_eq!(parse_message_size("1024"), Ok(1024));
+        assert_eq!(parse_message_size("16777216"), Ok(16_777_216));
+        for bad in ["1023", "0", "", "16M", "-5"] {
+            assert!(parse_message_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_levels_in_any_case() {
+        assert_eq!(parse_log_level("error"), Ok(Level::ERROR));
+        assert_eq!(parse_log_level("WARN"), Ok(Level::WARN));
+        assert_eq!(parse_log_level("Info"), Ok(Level::INFO));
+        assert_eq!(parse_log_level("debug"), Ok(Level::DEBUG));
+        assert_eq!(parse_log_level("trace"), Ok(Level::TRACE));
+        for bad in ["warning", "", "3", "verbose"] {
+            assert!(parse_log_level(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_not_just_the_first() {
+        let errors = Settings::from_raw(&RawConfig::from_pairs(&[
+            (PROXY_HOST, "not a host"),
+            (PROXY_PORT, "61o0"),
+            (SSL_MIN_VERSION, "SSLv3"),
+            (TICKET_CLOCK_SKEW, "soon"),
+            (WS_MAX_MESSAGE_SIZE, "10"),
+            (LOG_LEVEL, "loud"),
+            (SSL_ONLY, "yes"),
+        ]))
+        .unwrap_err();
+        let keys: Vec<&str> = errors
+            .iter()
+            .filter_map(|error| error.key.as_deref())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                PROXY_HOST,
+                PROXY_PORT,
+                SSL_MIN_VERSION,
+                CERT_FOR_DATA_VERIFICATION,
+                TICKET_CLOCK_SKEW,
+                WS_MAX_MESSAGE_SIZE,
+                LOG_LEVEL,
+                SSL_ONLY
+            ]
+        );
+        assert_eq!(
+            errors[1].to_string(),
+            "test: PROXY_PORT: \"61o0\" is not a port number (0-65535)"
+        );
+    }
+
+    #[test]
+    fn ssl_only_needs_a_certificate() {
+        let errors = settings(&[(SSL_ONLY, "True")]).unwrap_err();
+        assert_eq!(
+            messages(&errors),
+            ["test: SSL_ONLY: is true but SSL_CERTIFICATE is empty: serving TLS only needs a certificate"]
+        );
+        let (settings, _) = settings(&[(SSL_ONLY, "True"), (SSL_CERTIFICATE, "/c.pem")]).unwrap();
+        assert!(settings.ssl_only);
+        assert_eq!(settings.ssl_certificate, Some(PathBuf::from("/c.pem")));
+        assert_eq!(settings.ssl_key, None);
+    }
+
+    #[test]
+    fn a_key_needs_a_certificate() {
+        let errors = settings(&[(SSL_KEY, "/k.pem")]).unwrap_err();
+        assert_eq!(
+            messages(&errors),
+            ["test: SSL_KEY: is set but SSL_CERTIFICATE is empty: a key needs its certificate"]
+        );
+    }
+
+    #[test]
+    fn tracing_is_accepted_but_warned() {
+        let (settings, warnings) =
+            settings(&[(TRACE_ENABLE, "True"), (TRACE_FILE, "/tmp/trace")]).unwrap();
+        assert!(settings.trace_enable);
+        assert_eq!(settings.trace_file, Some(PathBuf::from("/tmp/trace")));
+        assert_eq!(
+            messages(&warnings),
+            ["test: TRACE_ENABLE: traffic tracing is not supported; ignored"]
+        );
+    }
+
+    #[test]
+    fn summary_is_one_line_of_pairs() {
+        let (settings, _) = settings(&[
+            (SSL_CERTIFICATE, "/c.pem"),
+            (HANDSHAKE_TIMEOUT, "1500ms"),
+            (PROXY_HOST, "::1"),
+        ])
+        .unwrap();
+        let summary = settings.summary();
+        assert!(!summary.contains('\n'));
+        for pair in [
+            "proxy_host=::1",
+            "proxy_port=6100",
+            "ssl_certificate=/c.pem",
+            "ssl_key=none",
+            "ssl_min_version=TLSv1.2",
+            "handshake_timeout=1.5s",
+            "ticket_clock_skew=0ns",
+            "log_level=info",
+        ] {
+            assert!(
+                summary.split(' ').any(|item| item == pair),
+                "{pair} in {summary}"
+            );
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Opening the TCP connection to a console target: resolve the name, try every address in
+//! turn within one deadline, and tune the socket like the browser side.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::target::Target;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    #[error("connecting to {addr} failed: {source}")]
+    Failed { addr: SocketAddr, source: io::Error },
+    #[error("no answer from {target} within {after:?}")]
+    TimedOut { target: String, after: Duration },
+}
+
+impl ConnectError {
+    /// A closed set of labels, for metrics and the browser-facing refusal.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Resolve { .. } | ConnectError::NoAddress { .. } => "target_unresolvable",
+            ConnectError::Failed { .. } => "target_unreachable",
+            ConnectError::TimedOut { .. } => "target_timeout",
+        }
+    }
+}
+
+/// Connects to `target` within `timeout`, trying each resolved address in order.
+///
+/// # Errors
+/// The last address's failure, or [`ConnectError::TimedOut`] once the deadline passes.
+pub async fn connect(target: &Target, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let timed_out = || ConnectError::TimedOut { target: target.to_string(), after: timeout };
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout_at(deadline, tokio::net::lookup_host((target.host.as_str(), target.port)))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|source| ConnectError::Resolve { host: target.host.clone(), source })?
+            .collect();
+    let mut last_error = ConnectError::NoAddress { host: target.host.clone() };
+    for addr in addrs {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Ok(stream)) => {
+                tune(&stream);
+                return Ok(stream);
+            }
+            Ok(Err(source)) => last_error = ConnectError::Failed { addr, source },
+        }
+    }
+    Err(last_error)
+}
+
+/// No Nagle delay (console input is small and latency-bound) and TCP keepalive, so a peer
+/// that vanished without a FIN is eventually noticed.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}

@@ -1,0 +1,19 @@
+//! consolegate: a WebSocket-to-TCP proxy for virtual-machine consoles (noVNC to VNC) that
+//! accepts oVirt console tickets.
+//!
+//! A request flows through the modules in this order: [`server`] accepts and speaks TLS and
+//! HTTP, [`target`] chooses the console (via [`ticket`] for oVirt tickets), [`connect`] opens
+//! the TCP connection, [`relay`] pumps bytes. [`config`] and [`tls`] turn files into settings;
+//! [`proxy`] assembles them; [`cli`] is the command line.
+
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod logging;
+pub mod proxy;
+pub mod relay;
+pub mod server;
+pub mod shutdown;
+pub mod target;
+pub mod ticket;
+pub mod tls;

@@ -1,0 +1,15 @@
+//! Log output: human-readable lines on standard error (the journal under systemd).
+//! `RUST_LOG`, when set, overrides `LOG_LEVEL` for debugging.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber; later calls are no-ops.
+pub fn init(level: tracing::Level) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("consolegate={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,145 @@
+//! Assembly: typed [`Settings`] plus the files they name (TLS certificate and key, engine
+//! certificate) become a [`Proxy`], the read-only state every connection shares. `serve` and
+//! `check-config` both go through [`Proxy::build`], so a configuration that checks is one
+//! that serves.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ConfigError, RawConfig, Settings};
+use crate::target::{SignedTickets, TargetResolver};
+use crate::ticket::TicketVerifier;
+use crate::tls::{self, CertSummary};
+
+/// Everything a connection needs, built once and shared behind an `Arc`.
+pub struct Proxy {
+    pub settings: Arc<Settings>,
+    /// `None` when no `SSL_CERTIFICATE` is configured: plain ws:// only.
+    pub tls: Option<TlsAcceptor>,
+    pub resolver: Arc<dyn TargetResolver>,
+    pub ws_config: WebSocketConfig,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("settings", &self.settings)
+            .field("tls", &self.tls.is_some())
+            .field("resolver", &self.resolver)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something the operator should read at start-up; `loud` ones are about insecure set-ups.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub loud: bool,
+    pub message: String,
+}
+
+impl Proxy {
+    /// Loads the files the settings name and builds the shared state.
+    ///
+    /// # Errors
+    /// Every unreadable or unusable file, each naming the key (and where it was set).
+    pub fn build(settings: Settings, raw: &RawConfig) -> Result<(Proxy, Vec<Notice>), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut notices = Vec::new();
+        let error = |key: &str, message: String| ConfigError {
+            origin: raw.get(key).map(|entry| entry.origin.clone()),
+            key: Some(key.to_owned()),
+            message,
+        };
+
+        let verification = &settings.cert_for_data_verification;
+        let resolver: Option<Arc<dyn TargetResolver>> = match load_verifier(&settings, verification) {
+            Ok((verifier, summaries)) => {
+                for summary in &summaries {
+                    notices.extend(certificate_notices("CERT_FOR_DATA_VERIFICATION", summary));
+                }
+                Some(Arc::new(SignedTickets::new(verifier)))
+            }
+            Err(message) => {
+                errors.push(error("CERT_FOR_DATA_VERIFICATION", message));
+                None
+            }
+        };
+
+        let tls = match &settings.ssl_certificate {
+            None => None,
+            Some(certificate) => match tls::load_server_config(
+                certificate,
+                settings.ssl_key.as_deref(),
+                settings.ssl_min_version,
+                &settings.ssl_ciphers,
+            ) {
+                Ok(loaded) => {
+                    notices.extend(certificate_notices("SSL_CERTIFICATE", &loaded.certificate));
+                    notices.extend(loaded.warnings.into_iter().map(|message| Notice { loud: false, message }));
+                    Some(TlsAcceptor::from(loaded.config))
+                }
+                Err(e) => {
+                    let key = match e {
+                        tls::TlsError::NoKey { .. } if settings.ssl_key.is_some() => "SSL_KEY",
+                        tls::TlsError::Read { ref path, .. } | tls::TlsError::Pem { ref path, .. }
+                            if Some(path.as_path()) == settings.ssl_key.as_deref() =>
+                        {
+                            "SSL_KEY"
+                        }
+                        _ => "SSL_CERTIFICATE",
+                    };
+                    errors.push(error(key, e.to_string()));
+                    None
+                }
+            },
+        };
+
+        match resolver {
+            Some(resolver) if errors.is_empty() => {
+                let ws_config = WebSocketConfig::default()
+                    .max_message_size(Some(settings.ws_max_message_size))
+                    .max_frame_size(Some(settings.ws_max_message_size));
+                Ok((Proxy { settings: Arc::new(settings), tls, resolver, ws_config }, notices))
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+fn load_verifier(settings: &Settings, path: &Path) -> Result<(TicketVerifier, Vec<CertSummary>), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let verifier = TicketVerifier::from_pem(&pem)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .accept_legacy_sha1(settings.ticket_accept_legacy_sha1)
+        .clock_skew(settings.ticket_clock_skew);
+    Ok((verifier, tls::summarize_pem(&pem)))
+}
+
+fn certificate_notices(key: &str, cert: &CertSummary) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    if cert.is_demo {
+        notices.push(Notice {
+            loud: true,
+            message: format!(
+                "{key} is a DEMO certificate ({}): its private key is public in the consolegate \
+                 repository, so anyone can {}. Never use it outside a test machine.",
+                cert.subject,
+                if key == "SSL_CERTIFICATE" { "impersonate this proxy" } else { "sign tickets for any target" }
+            ),
+        });
+    }
+    let left = cert.not_after - Utc::now();
+    if left < chrono::TimeDelta::zero() {
+        notices.push(Notice { loud: true, message: format!("{key}: certificate {} expired on {}", cert.subject, cert.not_after) });
+    } else if left < chrono::TimeDelta::days(30) {
+        notices.push(Notice {
+            loud: false,
+            message: format!("{key}: certificate {} expires on {}", cert.subject, cert.not_after),
+        });
+    }
+    notices
+}

@@ -1,0 +1,163 @@
+//! The session pump: binary WebSocket messages from the browser to the target's TCP stream
+//! and target bytes back as binary messages, until one side ends; then the other side is
+//! closed as the contract (section 6) says and the session is summed up for its log line.
+//!
+//! Backpressure is end to end: a message is read from one side only once the previous one
+//! has been written to the other, so a slow browser stalls the target, never memory.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::{self, Message};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hyper_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes read from the target per message: large enough for a framebuffer update to cross in
+/// a few messages, small enough that thousands of sessions stay cheap.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How long to wait for the browser's close reply or the last flush before dropping the socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Who ended a session, for its summary line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// The browser sent a close frame with this code.
+    Client(u16),
+    /// The browser's connection ended without a close frame, or failed.
+    ClientGone(String),
+    /// The browser sent a text frame; answered with 1003.
+    ClientSentText,
+    /// The target closed its connection; the browser got 1000 "Target closed".
+    Target,
+    /// Reading from or writing to the target failed; the browser got 1011.
+    TargetError(String),
+    /// The proxy is shutting down; the browser got 1001.
+    Shutdown,
+}
+
+impl fmt::Display for ClosedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClosedBy::Client(code) => write!(f, "client (close {code})"),
+            ClosedBy::ClientGone(why) => write!(f, "client gone ({why})"),
+            ClosedBy::ClientSentText => f.write_str("proxy (client sent a text frame, close 1003)"),
+            ClosedBy::Target => f.write_str("target"),
+            ClosedBy::TargetError(why) => write!(f, "target error ({why})"),
+            ClosedBy::Shutdown => f.write_str("proxy shutdown"),
+        }
+    }
+}
+
+/// What a finished session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    pub bytes_to_target: u64,
+    pub bytes_to_client: u64,
+    pub closed_by: ClosedBy,
+}
+
+/// Relays until either side ends or `shutdown` fires, then closes both.
+pub async fn run<S, T>(ws: WebSocketStream<S>, target: T, shutdown: CancellationToken) -> SessionStats
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (mut target_rx, mut target_tx) = tokio::io::split(target);
+    let mut bytes_to_target = 0u64;
+    let mut bytes_to_client = 0u64;
+
+    let client_to_target = async {
+        while let Some(message) = ws_rx.next().await {
+            match message {
+                Ok(Message::Binary(data)) => {
+                    if let Err(e) = target_tx.write_all(&data).await {
+                        return ClosedBy::TargetError(format!("write: {e}"));
+                    }
+                    bytes_to_target += data.len() as u64;
+                }
+                Ok(Message::Text(_)) => return ClosedBy::ClientSentText,
+                Ok(Message::Close(frame)) => {
+                    return ClosedBy::Client(frame.map_or(1005, |f| u16::from(f.code)))
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Err(e) => return ClosedBy::ClientGone(client_error(&e)),
+            }
+        }
+        ClosedBy::ClientGone("connection closed without a close frame".into())
+    };
+
+    let target_to_client = async {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            buf.reserve(READ_CHUNK);
+            match target_rx.read_buf(&mut buf).await {
+                Ok(0) => return ClosedBy::Target,
+                Ok(n) => {
+                    if let Err(e) = ws_tx.send(Message::Binary(buf.split().freeze())).await {
+                        return ClosedBy::ClientGone(client_error(&e));
+                    }
+                    bytes_to_client += n as u64;
+                }
+                Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
+            }
+        }
+    };
+
+    let closed_by = tokio::select! {
+        end = client_to_target => end,
+        end = target_to_client => end,
+        () = shutdown.cancelled() => ClosedBy::Shutdown,
+    };
+
+    let close = |code: CloseCode, reason: &str| {
+        Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    };
+    let goodbye = match &closed_by {
+        // tungstenite has queued the echo of the client's close frame; flushing sends it.
+        ClosedBy::Client(_) => None,
+        ClosedBy::ClientGone(_) => None,
+        ClosedBy::ClientSentText => Some(close(CloseCode::Unsupported, "Binary frames only")),
+        ClosedBy::Target => Some(close(CloseCode::Normal, "Target closed")),
+        ClosedBy::TargetError(_) => Some(close(CloseCode::Error, "Target connection failed")),
+        ClosedBy::Shutdown => Some(close(CloseCode::Away, "Proxy shutting down")),
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        match goodbye {
+            Some(message) => {
+                if ws_tx.send(message).await.is_ok() {
+                    // Wait for the browser's close reply so the close handshake completes.
+                    while let Some(Ok(message)) = ws_rx.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                }
+            }
+            None if !matches!(closed_by, ClosedBy::ClientGone(_)) => {
+                let _ = ws_tx.flush().await;
+            }
+            None => {}
+        }
+        let _ = target_tx.shutdown().await;
+    })
+    .await;
+
+    SessionStats { bytes_to_target, bytes_to_client, closed_by }
+}
+
+fn client_error(error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            "connection closed".into()
+        }
+        tungstenite::Error::Io(e) => format!("i/o: {e}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,321 @@
+//! The listener: accept loop, one task per connection (TLS sniffing and handshake under a
+//! deadline, one HTTP request), the console request checks before the upgrade, and the hand-off
+//! to [`crate::relay`]. Shutdown stops accepting, lets sessions run for a grace period, then
+//! closes them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::{ListenHost, Settings};
+use crate::connect;
+use crate::proxy::Proxy;
+use crate::relay;
+use crate::target::ConsoleRequest;
+use crate::ticket;
+
+/// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Room for the request line and headers; a 4096-bit ticket in the path is about 4 KB.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// Bound on the final wait once sessions have been told to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Binds the listening socket the settings describe.
+///
+/// # Errors
+/// The host name does not resolve, or the address cannot be bound.
+pub async fn bind(settings: &Settings) -> io::Result<TcpListener> {
+    let port = settings.proxy_port;
+    let addr = match &settings.proxy_host {
+        ListenHost::Any if settings.source_is_ipv6 => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+        ListenHost::Any => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        ListenHost::Addr(ip) => SocketAddr::new(*ip, port),
+        ListenHost::Name(name) => {
+            let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port)).await?.collect();
+            addrs.sort_by_key(|a| a.is_ipv6() != settings.source_is_ipv6);
+            addrs.into_iter().next().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("{name} resolves to no address"))
+            })?
+        }
+    };
+    let socket = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serves connections from `listener` until `shutdown` completes, then drains.
+pub async fn run(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    let tracker = TaskTracker::new();
+    let draining = CancellationToken::new();
+    let closing = CancellationToken::new();
+    let context = Arc::new(Context { proxy: proxy.clone(), tracker: tracker.clone(), draining: draining.clone(), closing: closing.clone() });
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let span = tracing::info_span!("conn", client = %peer);
+                    tracker.spawn(handle_connection(stream, peer, context.clone()).instrument(span));
+                }
+                Err(e) => handle_accept_error(e).await,
+            },
+        }
+    }
+    drop(listener);
+    draining.cancel();
+    tracker.close();
+    let grace = proxy.settings.shutdown_grace_period;
+    info!(open_connections = tracker.len(), grace_period = ?grace, "shutting down: no longer accepting");
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        info!(open_connections = tracker.len(), "grace period over: closing the remaining sessions");
+        closing.cancel();
+        if tokio::time::timeout(CLOSE_WAIT, tracker.wait()).await.is_err() {
+            warn!(open_connections = tracker.len(), "sessions still open after closing; exiting anyway");
+        }
+    }
+    info!("stopped");
+}
+
+/// Accept errors are about one connection or a passing shortage; the loop must survive them.
+async fn handle_accept_error(error: io::Error) {
+    match error.raw_os_error() {
+        // Out of file descriptors or memory: back off instead of spinning.
+        // ENFILE, EMFILE, ENOBUFS, ENOMEM.
+        Some(code) if [23, 24, 105, 12].contains(&code) => {
+            warn!(%error, "accept failed; pausing 100ms");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        _ => debug!(%error, "accept failed"),
+    }
+}
+
+struct Context {
+    proxy: Arc<Proxy>,
+    tracker: TaskTracker,
+    /// Fired when shutdown starts: connections still in their HTTP phase finish and close.
+    draining: CancellationToken,
+    /// Fired when the grace period ends: relaying sessions close with 1001.
+    closing: CancellationToken,
+}
+
+async fn handle_connection(stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
+    connect::tune(&stream);
+    let settings = &context.proxy.settings;
+    let deadline = Instant::now() + settings.handshake_timeout;
+
+    let first = match tokio::time::timeout_at(deadline, first_byte(&stream)).await {
+        Err(_) => return debug!("no request within HANDSHAKE_TIMEOUT; closed"),
+        Ok(Err(e)) => return debug!(error = %e, "connection failed before a request"),
+        Ok(Ok(None)) => return debug!("connection closed before a request"),
+        Ok(Ok(Some(byte))) => byte,
+    };
+
+    if first == TLS_HANDSHAKE_RECORD {
+        let Some(acceptor) = &context.proxy.tls else {
+            return warn!("TLS connection refused: no SSL_CERTIFICATE is configured");
+        };
+        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Err(_) => warn!("TLS handshake not done within HANDSHAKE_TIMEOUT; closed"),
+            Ok(Err(e)) => warn!(error = %e, "TLS handshake failed"),
+            Ok(Ok(tls)) => serve_http(tls, peer, true, deadline, context.clone()).await,
+        }
+    } else if settings.ssl_only {
+        warn!("plain connection refused: SSL_ONLY is set, use wss://");
+        refuse_plain(stream).await;
+    } else {
+        serve_http(stream, peer, false, deadline, context.clone()).await;
+    }
+}
+
+/// Waits until the client has sent something, without consuming it.
+async fn first_byte(stream: &TcpStream) -> io::Result<Option<u8>> {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte).await? {
+        0 => Ok(None),
+        _ => Ok(Some(byte[0])),
+    }
+}
+
+async fn refuse_plain(mut stream: TcpStream) {
+    let body = "this console proxy accepts only TLS (wss://)\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// One HTTP/1.1 request per connection: the WebSocket upgrade, or a short refusal.
+async fn serve_http<I>(io: I, peer: SocketAddr, tls: bool, deadline: Instant, context: Arc<Context>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_context = context.clone();
+    let service = service_fn(move |request| {
+        let context = service_context.clone();
+        async move { Ok::<_, Infallible>(handle_request(request, peer, tls, &context).await) }
+    });
+    let header_timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = context.draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+async fn handle_request(mut request: Request<Incoming>, peer: SocketAddr, tls: bool, context: &Arc<Context>) -> Response<Full<Bytes>> {
+    let proxy = &context.proxy;
+    let request_id = new_request_id();
+
+    if !hyper_tungstenite::is_upgrade_request(&request) {
+        debug!(request_id = %request_id, method = %request.method(), "not a websocket request: 405");
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "this is a console proxy: open a console from the portal", &request_id);
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+        return response;
+    }
+    if request.method() != Method::GET {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "websocket upgrades use GET", &request_id);
+    }
+    let binary = match offered_subprotocols(&request) {
+        None => false,
+        Some(offered) if offered.iter().any(|p| p == "binary") => true,
+        Some(offered) => {
+            warn!(request_id = %request_id, ?offered, "refused: subprotocol \"binary\" not offered");
+            return plain(StatusCode::BAD_REQUEST, "unsupported websocket subprotocol: use \"binary\"", &request_id);
+        }
+    };
+
+    let path = request.uri().path().trim_start_matches('/');
+    let console = ConsoleRequest { path, query: request.uri().query(), client: peer, now: Utc::now() };
+    let credential = ticket::fingerprint(path);
+    let target = match proxy.resolver.resolve(&console).await {
+        Ok(target) => target,
+        Err(refusal) => {
+            warn!(request_id = %request_id, ticket = %credential, reason = %refusal, kind = %refusal.kind(), "refused: ticket");
+            return plain(StatusCode::FORBIDDEN, "console ticket refused", &request_id);
+        }
+    };
+    let target_stream = match connect::connect(&target, proxy.settings.target_connect_timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            warn!(request_id = %request_id, ticket = %credential, %target, reason = %e, kind = %e.kind(), "refused: target unreachable");
+            let status = if matches!(e, connect::ConnectError::TimedOut { .. }) {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return plain(status, "console unreachable", &request_id);
+        }
+    };
+
+    let (mut response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(proxy.ws_config)) {
+        Ok(upgrade) => upgrade,
+        Err(e) => {
+            warn!(request_id = %request_id, reason = %e, "refused: bad websocket handshake");
+            return plain(StatusCode::BAD_REQUEST, "bad websocket handshake", &request_id);
+        }
+    };
+    if binary {
+        response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
+    }
+
+    let closing = context.closing.clone();
+    let scheme = if tls { "wss" } else { "ws" };
+    let span = tracing::info_span!("session", request_id = %request_id, %target);
+    context.tracker.spawn(
+        async move {
+            let websocket = match websocket.await {
+                Ok(websocket) => websocket,
+                Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
+            };
+            info!(ticket = %credential, scheme, ssl_target = target.ssl_target, "session started");
+            let started = Instant::now();
+            let stats = relay::run(websocket, target_stream, closing).await;
+            info!(
+                client = %peer,
+                bytes_to_target = stats.bytes_to_target,
+                bytes_to_client = stats.bytes_to_client,
+                duration = ?started.elapsed(),
+                closed_by = %stats.closed_by,
+                "session ended"
+            );
+        }
+        .instrument(span),
+    );
+    response
+}
+
+/// The `Sec-WebSocket-Protocol` values offered, or `None` when the header is absent.
+fn offered_subprotocols<B>(request: &Request<B>) -> Option<Vec<String>> {
+    let mut values = request.headers().get_all(SEC_WEBSOCKET_PROTOCOL).iter().peekable();
+    values.peek()?;
+    Some(
+        values
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    )
+}
+
+/// A short, generic refusal: the details are in the log line with the same request id.
+fn plain(status: StatusCode, reason: &str, request_id: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::from(format!("{reason} (request id {request_id})\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", value);
+    }
+    response
+}
+
+/// Eight hex digits that tie a browser's refusal to its log line.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 4];
+    openssl::rand::rand_bytes(&mut bytes).expect("the system random generator works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,256 @@
+//! Shared test harness: fixtures, a TCP echo server that counts its connections, the proxy
+//! binary run as a real process, and WebSocket clients over plain TCP or rustls.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use consolegate::target::Target;
+use consolegate::ticket::TicketSigner;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::WebSocketStream;
+
+pub fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+}
+
+/// A time inside every valid vector's window (contract section 8).
+pub fn vectors_now() -> DateTime<Utc> {
+    "2027-01-01T00:00:00Z".parse().unwrap()
+}
+
+pub fn signer(name: &str) -> TicketSigner {
+    let key = std::fs::read(fixture(&format!("pki/{name}.key"))).unwrap();
+    let cert = std::fs::read(fixture(&format!("pki/{name}.pem"))).unwrap();
+    TicketSigner::from_pem(&key, &cert).unwrap()
+}
+
+/// A ticket from the test engine key, valid now for two minutes.
+pub fn ticket_for(addr: SocketAddr) -> String {
+    let target = Target { host: addr.ip().to_string(), port: addr.port(), ssl_target: false };
+    signer("engine").sign(&target, Utc::now() - TimeDelta::seconds(5), TimeDelta::seconds(120))
+}
+
+/// A TCP echo server on loopback that counts the connections it accepted.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl EchoServer {
+    pub async fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut rx, mut tx) = stream.split();
+                    let _ = tokio::io::copy(&mut rx, &mut tx).await;
+                });
+            }
+        });
+        EchoServer { addr, connections }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `n` connections were accepted: the proxy's connect completes
+    /// before this server's accept loop has counted it.
+    pub async fn wait_connections(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.connections() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(self.connections(), n);
+    }
+}
+
+/// A server that accepts, sends `greeting`, then closes: a target that ends the session.
+pub async fn closing_server(greeting: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(greeting).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    addr
+}
+
+/// An address on loopback where nothing listens.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The proxy binary running as a child process on an ephemeral port.
+pub struct ProxyProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    /// Starts `consolegate serve` with TLS on the test PKI plus `extra` configuration lines.
+    pub fn start(extra: &str) -> ProxyProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = fixture("pki");
+        let config = format!(
+            "PKI={}\nPROXY_HOST=127.0.0.1\nPROXY_PORT=0\nSSL_CERTIFICATE=${{PKI}}/proxy.pem\nSSL_KEY=${{PKI}}/proxy.key\n\
+             CERT_FOR_DATA_VERIFICATION=${{PKI}}/engine.pem\nHANDSHAKE_TIMEOUT=5\nSHUTDOWN_GRACE_PERIOD=10\n{extra}\n",
+            pki.display()
+        );
+        std::fs::write(dir.path().join("consolegate.conf"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_consolegate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("consolegate.conf"))
+            .env("RUST_LOG", "consolegate=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("proxy did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        ProxyProcess { child, addr, logs, _dir: dir }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(line) = self.logs.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no log line with {needle:?}; logs:\n{}", self.logs());
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "proxy did not exit within {within:?}; logs:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Client = WebSocketStream<Box<dyn Io>>;
+
+/// A TLS connector trusting only the test CA.
+pub fn tls_connector() -> tokio_rustls::TlsConnector {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(fixture("pki/ca.pem")).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Opens a raw stream to the proxy, TLS or plain.
+pub async fn open(addr: SocketAddr, tls: bool) -> Box<dyn Io> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    if tls {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        Box::new(tls_connector().connect(name, tcp).await.unwrap())
+    } else {
+        Box::new(tcp)
+    }
+}
+
+/// WebSocket handshake for `/path`, offering `protocols` (comma-separated) if given.
+pub async fn ws_connect(
+    addr: SocketAddr,
+    tls: bool,
+    path: &str,
+    protocols: Option<&str>,
+) -> Result<(Client, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
+    let scheme = if tls { "wss" } else { "ws" };
+    let mut request = format!("{scheme}://localhost:{}/{path}", addr.port()).into_client_request().unwrap();
+    if let Some(protocols) = protocols {
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocols).unwrap());
+    }
+    let stream = open(addr, tls).await;
+    tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(request, stream))
+        .await
+        .expect("websocket handshake timed out")
+}
+
+/// The HTTP status a refused handshake got.
+pub fn refusal_status(result: Result<(Client, impl Sized), tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected an HTTP refusal, got a websocket"),
+    }
+}
+
+/// Sends a raw HTTP request and returns the whole response text.
+pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}

@@ -1,0 +1,245 @@
+//! The running binary, driven as a process: tickets from our signer through ws:// and wss://
+//! to a real TCP echo server on loopback, refusals, close codes, limits and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Sends `total` bytes in `chunk`-sized binary messages while reading the echo back, and
+/// checks every byte came back in order.
+async fn echo_roundtrip(client: &mut Client, total: usize, chunk: usize) {
+    let payload: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut tx, mut rx) = client.split();
+    let send = async {
+        for piece in payload.chunks(chunk) {
+            tx.send(Message::Binary(piece.to_vec().into())).await.unwrap();
+        }
+        tx
+    };
+    let receive = async {
+        let mut received = Vec::with_capacity(total);
+        while received.len() < total {
+            match tokio::time::timeout(Duration::from_secs(20), rx.next()).await.expect("echo stalled") {
+                Some(Ok(Message::Binary(data))) => received.extend_from_slice(&data),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        received
+    };
+    let (_, received) = tokio::join!(send, receive);
+    assert!(received == payload, "echoed bytes differ");
+}
+
+async fn next_close(client: &mut Client) -> CloseFrame {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), client.next()).await.expect("no close frame") {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ws_and_wss_relay_small_and_large_messages_both_ways() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start("");
+    for tls in [false, true] {
+        let (mut client, response) = ws_connect(proxy.addr, tls, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], "binary");
+        echo_roundtrip(&mut client, 10, 10).await;
+        echo_roundtrip(&mut client, 6 * 1024 * 1024, 64 * 1024).await;
+        client.close(None).await.unwrap();
+    }
+    let line = proxy.wait_for_log("session ended");
+    assert!(line.contains("bytes_to_target=6291466") && line.contains("bytes_to_client=6291466"), "{line}");
+    assert!(line.contains("closed_by=client (close 1005)") || line.contains("closed_by=client"), "{line}");
+    echo.wait_connections(2).await;
+}
+
+#[tokio::test]
+async fn subprotocol_rules() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start("");
+    let (_, response) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), None).await.unwrap();
+    assert!(response.headers().get("sec-websocket-protocol").is_none());
+    let (_, response) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("base64, binary")).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "binary");
+    echo.wait_connections(2).await;
+    assert_eq!(refusal_status(ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("base64")).await), 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(echo.connections(), 2, "no target connection for a refused request");
+}
+
+#[tokio::test]
+async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start("");
+    let good = ticket_for(echo.addr);
+    let forged = {
+        let mut bytes = good.clone().into_bytes();
+        let i = bytes.len() / 2;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    let expired = {
+        use consolegate::target::Target;
+        let target = Target { host: "127.0.0.1".into(), port: echo.addr.port(), ssl_target: false };
+        signer("engine").sign(&target, chrono::Utc::now() - chrono::TimeDelta::hours(1), chrono::TimeDelta::seconds(120))
+    };
+    let wrong_signer = {
+        use consolegate::target::Target;
+        let target = Target { host: "127.0.0.1".into(), port: echo.addr.port(), ssl_target: false };
+        signer("other-engine").sign(&target, chrono::Utc::now(), chrono::TimeDelta::seconds(120))
+    };
+    let cases = [
+        (forged.as_str(), "kind="),
+        (expired.as_str(), "ticket expired"),
+        (wrong_signer.as_str(), "does not verify"),
+        (&good[..good.len() / 2], "kind="),
+        ("garbage!!", "not base64"),
+        ("", "ticket is empty"),
+    ];
+    for (ticket, reason) in cases {
+        for tls in [false, true] {
+            assert_eq!(refusal_status(ws_connect(proxy.addr, tls, ticket, Some("binary")).await), 403, "{reason}");
+        }
+        proxy.wait_for_log(reason);
+    }
+    assert_eq!(echo.connections(), 0, "a refused ticket must not open any target connection");
+
+    let logs = proxy.logs();
+    let refusals: Vec<&str> = logs.lines().filter(|l| l.contains("refused: ticket")).collect();
+    assert_eq!(refusals.len(), cases.len() * 2, "{logs}");
+    for line in &refusals {
+        assert!(line.contains("request_id=") && line.contains("client=127.0.0.1") && line.contains("ticket="), "{line}");
+    }
+    for ticket in [&good, &forged, &expired, &wrong_signer] {
+        assert!(!logs.contains(&ticket[..32]), "a ticket leaked into the logs");
+    }
+
+    // The refusal body names the request id that the log line carries.
+    let response = raw_http(
+        proxy.addr,
+        &format!("GET /{forged} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    let id = response.split("request id ").nth(1).unwrap().split(')').next().unwrap().to_owned();
+    proxy.wait_for_log(&format!("request_id={id}"));
+
+    // And a good ticket still works afterwards.
+    let (mut client, _) = ws_connect(proxy.addr, true, &good, Some("binary")).await.unwrap();
+    echo_roundtrip(&mut client, 1000, 100).await;
+}
+
+#[tokio::test]
+async fn plain_get_gets_405() {
+    let proxy = ProxyProcess::start("");
+    let response = raw_http(proxy.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+    let response = raw_http(proxy.addr, "HEAD /abc HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+}
+
+#[tokio::test]
+async fn ssl_only_refuses_plain_connections() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start("SSL_ONLY=True");
+    assert_eq!(refusal_status(ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await), 400);
+    proxy.wait_for_log("plain connection refused");
+    assert_eq!(echo.connections(), 0);
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    echo_roundtrip(&mut client, 4096, 1024).await;
+}
+
+#[tokio::test]
+async fn unreachable_target_gets_502_and_a_reason() {
+    let proxy = ProxyProcess::start("TARGET_CONNECT_TIMEOUT=3");
+    let dead = closed_port();
+    assert_eq!(refusal_status(ws_connect(proxy.addr, true, &ticket_for(dead), Some("binary")).await), 502);
+    let line = proxy.wait_for_log("refused: target unreachable");
+    assert!(line.contains(&dead.to_string()) && line.contains("refused"), "{line}");
+}
+
+#[tokio::test]
+async fn close_codes_follow_the_contract() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start("");
+
+    // Text frames: 1003.
+    let (mut client, _) = ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    client.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(next_close(&mut client).await.code, CloseCode::Unsupported);
+
+    // The client's close is answered with the same code and reason.
+    let (mut client, _) = ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    client.send(Message::Close(Some(CloseFrame { code: CloseCode::Library(4321), reason: "bye".into() }))).await.unwrap();
+    let frame = next_close(&mut client).await;
+    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Library(4321), "bye"));
+
+    // The target closing: its last bytes arrive, then 1000 "Target closed".
+    let closing = closing_server(b"RFB 003.008\n").await;
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(closing), Some("binary")).await.unwrap();
+    match client.next().await {
+        Some(Ok(Message::Binary(data))) => assert_eq!(&data[..], b"RFB 003.008\n"),
+        other => panic!("expected the greeting, got {other:?}"),
+    }
+    let frame = next_close(&mut client).await;
+    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Normal, "Target closed"));
+    proxy.wait_for_log("closed_by=target");
+}
+
+#[tokio::test]
+async fn a_silent_client_does_not_block_others() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start("HANDSHAKE_TIMEOUT=2");
+    // Slowloris: one connection that never speaks, one that stops inside the TLS handshake.
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut half_tls = TcpStream::connect(proxy.addr).await.unwrap();
+    half_tls.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    echo_roundtrip(&mut client, 1000, 100).await;
+    // Both are dropped by the proxy once HANDSHAKE_TIMEOUT passes.
+    let mut buf = [0u8; 16];
+    for stream in [&mut silent, &mut half_tls] {
+        let read = tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf)).await.expect("not closed by the proxy");
+        assert!(matches!(read, Ok(0) | Err(_)));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_sessions_finish_within_the_grace_period_then_exits_zero() {
+    let echo = EchoServer::start().await;
+    let mut proxy = ProxyProcess::start("SHUTDOWN_GRACE_PERIOD=2");
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    echo_roundtrip(&mut client, 1000, 100).await;
+    proxy.signal("TERM");
+    proxy.wait_for_log("shutting down");
+    // New connections are no longer accepted, the open session still relays...
+    assert!(TcpStream::connect(proxy.addr).await.is_err() || {
+        let result = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await;
+        result.is_err()
+    });
+    echo_roundtrip(&mut client, 1000, 100).await;
+    // ...until the grace period ends: then 1001 and a clean exit.
+    assert_eq!(next_close(&mut client).await.code, CloseCode::Away);
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(15))).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sigint_with_no_sessions_exits_at_once() {
+    let mut proxy = ProxyProcess::start("");
+    proxy.signal("INT");
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
