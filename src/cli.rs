@@ -22,7 +22,11 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_REFUSED: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "consolegate", version, about = "WebSocket proxy for VM consoles (noVNC to VNC), oVirt ticket compatible")]
+#[command(
+    name = "consolegate",
+    version,
+    about = "WebSocket proxy for VM consoles (noVNC to VNC), oVirt ticket compatible"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,43 +97,80 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve(&args.config),
             Command::CheckConfig(args) => check_config(&args.config),
-            Command::Ticket(TicketCommand::Verify { cert, now, accept_legacy_sha1, ticket }) => {
-                verify(&cert, now, accept_legacy_sha1, &ticket)
-            }
-            Command::Ticket(TicketCommand::Sign { key, cert, host, port, ssl_target, lifetime, now }) => {
-                sign(&key, &cert, Target { host, port, ssl_target }, lifetime, now)
-            }
+            Command::Ticket(TicketCommand::Verify {
+                cert,
+                now,
+                accept_legacy_sha1,
+                ticket,
+            }) => verify(&cert, now, accept_legacy_sha1, &ticket),
+            Command::Ticket(TicketCommand::Sign {
+                key,
+                cert,
+                host,
+                port,
+                ssl_target,
+                lifetime,
+                now,
+            }) => sign(
+                &key,
+                &cert,
+                Target {
+                    host,
+                    port,
+                    ssl_target,
+                },
+                lifetime,
+                now,
+            ),
         }
     }
 }
 
 /// Everything `serve` and `check-config` share: read, parse and build, collecting every error.
 struct Loaded {
-    raw: Option<RawConfig>,
+    raw: RawConfig,
     proxy: Option<(Proxy, Vec<Notice>)>,
     warnings: Vec<String>,
     errors: Vec<ConfigError>,
 }
 
 fn load(paths: &[PathBuf]) -> Loaded {
-    let raw = match config::load(paths) {
-        Ok(raw) => raw,
-        Err(errors) => return Loaded { raw: None, proxy: None, warnings: Vec::new(), errors },
-    };
+    let (raw, mut errors) = config::load_all(paths);
     let mut warnings: Vec<String> = raw.warnings.iter().map(ToString::to_string).collect();
-    let (settings, settings_warnings) = match Settings::from_raw(&raw) {
-        Ok(parsed) => parsed,
-        Err(errors) => return Loaded { raw: Some(raw), proxy: None, warnings, errors },
+    let settings = match Settings::from_raw(&raw) {
+        Ok((settings, settings_warnings)) => {
+            warnings.extend(settings_warnings.iter().map(ToString::to_string));
+            Some(settings)
+        }
+        Err(value_errors) => {
+            errors.extend(value_errors);
+            None
+        }
     };
-    warnings.extend(settings_warnings.iter().map(ToString::to_string));
-    match Proxy::build(settings, &raw) {
-        Ok(built) => Loaded { raw: Some(raw), proxy: Some(built), warnings, errors: Vec::new() },
-        Err(errors) => Loaded { raw: Some(raw), proxy: None, warnings, errors },
+    // Files named by the settings are checked once every line and value is right.
+    let proxy = match settings {
+        Some(settings) if errors.is_empty() => match Proxy::build(settings, &raw) {
+            Ok(built) => Some(built),
+            Err(file_errors) => {
+                errors.extend(file_errors);
+                None
+            }
+        },
+        _ => None,
+    };
+    Loaded {
+        raw,
+        proxy,
+        warnings,
+        errors,
     }
 }
 
 fn report_errors(errors: &[ConfigError]) {
-    eprintln!("consolegate: the configuration has {} error(s):", errors.len());
+    eprintln!(
+        "consolegate: the configuration has {} error(s):",
+        errors.len()
+    );
     for error in errors {
         eprintln!("  error: {error}");
     }
@@ -195,17 +236,19 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
 
 fn check_config(paths: &[PathBuf]) -> ExitCode {
     let loaded = load(paths);
-    if let Some(raw) = &loaded.raw {
-        for line in raw.print_lines() {
-            println!("{line}");
-        }
+    for line in loaded.raw.print_lines() {
+        println!("{line}");
     }
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
     if let Some((_, notices)) = &loaded.proxy {
         for notice in notices {
-            eprintln!("{}: {}", if notice.loud { "WARNING" } else { "warning" }, notice.message);
+            eprintln!(
+                "{}: {}",
+                if notice.loud { "WARNING" } else { "warning" },
+                notice.message
+            );
         }
     }
     if loaded.errors.is_empty() {
@@ -217,7 +260,12 @@ fn check_config(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn verify(cert: &Path, now: Option<DateTime<Utc>>, accept_legacy_sha1: bool, ticket: &str) -> ExitCode {
+fn verify(
+    cert: &Path,
+    now: Option<DateTime<Utc>>,
+    accept_legacy_sha1: bool,
+    ticket: &str,
+) -> ExitCode {
     let verifier = match std::fs::read(cert)
         .map_err(|e| e.to_string())
         .and_then(|pem| TicketVerifier::from_pem(&pem).map_err(|e| e.to_string()))
@@ -264,18 +312,37 @@ fn read_ticket(argument: &str) -> std::io::Result<String> {
     Ok(text.trim().to_owned())
 }
 
-fn sign(key: &Path, cert: &Path, target: Target, lifetime: u32, now: Option<DateTime<Utc>>) -> ExitCode {
+fn sign(
+    key: &Path,
+    cert: &Path,
+    target: Target,
+    lifetime: u32,
+    now: Option<DateTime<Utc>>,
+) -> ExitCode {
     let signer = std::fs::read(key)
         .and_then(|key_pem| std::fs::read(cert).map(|cert_pem| (key_pem, cert_pem)))
         .map_err(|e| e.to_string())
-        .and_then(|(key_pem, cert_pem)| TicketSigner::from_pem(&key_pem, &cert_pem).map_err(|e| e.to_string()));
+        .and_then(|(key_pem, cert_pem)| {
+            TicketSigner::from_pem(&key_pem, &cert_pem).map_err(|e| e.to_string())
+        });
     match signer {
         Ok(signer) => {
-            println!("{}", signer.sign(&target, now.unwrap_or_else(Utc::now), TimeDelta::seconds(lifetime.into())));
+            println!(
+                "{}",
+                signer.sign(
+                    &target,
+                    now.unwrap_or_else(Utc::now),
+                    TimeDelta::seconds(lifetime.into())
+                )
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("consolegate: cannot sign with {} and {}: {e}", key.display(), cert.display());
+            eprintln!(
+                "consolegate: cannot sign with {} and {}: {e}",
+                key.display(),
+                cert.display()
+            );
             ExitCode::from(EXIT_CONFIG)
         }
     }

@@ -39,14 +39,24 @@ impl ConnectError {
 /// The last address's failure, or [`ConnectError::TimedOut`] once the deadline passes.
 pub async fn connect(target: &Target, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let deadline = Instant::now() + timeout;
-    let timed_out = || ConnectError::TimedOut { target: target.to_string(), after: timeout };
-    let addrs: Vec<SocketAddr> =
-        tokio::time::timeout_at(deadline, tokio::net::lookup_host((target.host.as_str(), target.port)))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|source| ConnectError::Resolve { host: target.host.clone(), source })?
-            .collect();
-    let mut last_error = ConnectError::NoAddress { host: target.host.clone() };
+    let timed_out = || ConnectError::TimedOut {
+        target: target.to_string(),
+        after: timeout,
+    };
+    let addrs: Vec<SocketAddr> = tokio::time::timeout_at(
+        deadline,
+        tokio::net::lookup_host((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| timed_out())?
+    .map_err(|source| ConnectError::Resolve {
+        host: target.host.clone(),
+        source,
+    })?
+    .collect();
+    let mut last_error = ConnectError::NoAddress {
+        host: target.host.clone(),
+    };
     for addr in addrs {
         match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Err(_) => return Err(timed_out()),

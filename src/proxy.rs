@@ -46,7 +46,10 @@ impl Proxy {
     ///
     /// # Errors
     /// Every unreadable or unusable file, each naming the key (and where it was set).
-    pub fn build(settings: Settings, raw: &RawConfig) -> Result<(Proxy, Vec<Notice>), Vec<ConfigError>> {
+    pub fn build(
+        settings: Settings,
+        raw: &RawConfig,
+    ) -> Result<(Proxy, Vec<Notice>), Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut notices = Vec::new();
         let error = |key: &str, message: String| ConfigError {
@@ -56,7 +59,8 @@ impl Proxy {
         };
 
         let verification = &settings.cert_for_data_verification;
-        let resolver: Option<Arc<dyn TargetResolver>> = match load_verifier(&settings, verification) {
+        let resolver: Option<Arc<dyn TargetResolver>> = match load_verifier(&settings, verification)
+        {
             Ok((verifier, summaries)) => {
                 for summary in &summaries {
                     notices.extend(certificate_notices("CERT_FOR_DATA_VERIFICATION", summary));
@@ -79,13 +83,17 @@ impl Proxy {
             ) {
                 Ok(loaded) => {
                     notices.extend(certificate_notices("SSL_CERTIFICATE", &loaded.certificate));
-                    notices.extend(loaded.warnings.into_iter().map(|message| Notice { loud: false, message }));
+                    notices.extend(loaded.warnings.into_iter().map(|message| Notice {
+                        loud: false,
+                        message,
+                    }));
                     Some(TlsAcceptor::from(loaded.config))
                 }
                 Err(e) => {
                     let key = match e {
                         tls::TlsError::NoKey { .. } if settings.ssl_key.is_some() => "SSL_KEY",
-                        tls::TlsError::Read { ref path, .. } | tls::TlsError::Pem { ref path, .. }
+                        tls::TlsError::Read { ref path, .. }
+                        | tls::TlsError::Pem { ref path, .. }
                             if Some(path.as_path()) == settings.ssl_key.as_deref() =>
                         {
                             "SSL_KEY"
@@ -103,14 +111,25 @@ impl Proxy {
                 let ws_config = WebSocketConfig::default()
                     .max_message_size(Some(settings.ws_max_message_size))
                     .max_frame_size(Some(settings.ws_max_message_size));
-                Ok((Proxy { settings: Arc::new(settings), tls, resolver, ws_config }, notices))
+                Ok((
+                    Proxy {
+                        settings: Arc::new(settings),
+                        tls,
+                        resolver,
+                        ws_config,
+                    },
+                    notices,
+                ))
             }
             _ => Err(errors),
         }
     }
 }
 
-fn load_verifier(settings: &Settings, path: &Path) -> Result<(TicketVerifier, Vec<CertSummary>), String> {
+fn load_verifier(
+    settings: &Settings,
+    path: &Path,
+) -> Result<(TicketVerifier, Vec<CertSummary>), String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let verifier = TicketVerifier::from_pem(&pem)
         .map_err(|e| format!("{}: {e}", path.display()))?
@@ -128,17 +147,30 @@ fn certificate_notices(key: &str, cert: &CertSummary) -> Vec<Notice> {
                 "{key} is a DEMO certificate ({}): its private key is public in the consolegate \
                  repository, so anyone can {}. Never use it outside a test machine.",
                 cert.subject,
-                if key == "SSL_CERTIFICATE" { "impersonate this proxy" } else { "sign tickets for any target" }
+                if key == "SSL_CERTIFICATE" {
+                    "impersonate this proxy"
+                } else {
+                    "sign tickets for any target"
+                }
             ),
         });
     }
     let left = cert.not_after - Utc::now();
     if left < chrono::TimeDelta::zero() {
-        notices.push(Notice { loud: true, message: format!("{key}: certificate {} expired on {}", cert.subject, cert.not_after) });
+        notices.push(Notice {
+            loud: true,
+            message: format!(
+                "{key}: certificate {} expired on {}",
+                cert.subject, cert.not_after
+            ),
+        });
     } else if left < chrono::TimeDelta::days(30) {
         notices.push(Notice {
             loud: false,
-            message: format!("{key}: certificate {} expires on {}", cert.subject, cert.not_after),
+            message: format!(
+                "{key}: certificate {} expires on {}",
+                cert.subject, cert.not_after
+            ),
         });
     }
     notices

@@ -13,8 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{self, Message};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use hyper_tungstenite::WebSocketStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// Bytes read from the target per message: large enough for a framebuffer update to cross in
@@ -63,7 +63,11 @@ pub struct SessionStats {
 }
 
 /// Relays until either side ends or `shutdown` fires, then closes both.
-pub async fn run<S, T>(ws: WebSocketStream<S>, target: T, shutdown: CancellationToken) -> SessionStats
+pub async fn run<S, T>(
+    ws: WebSocketStream<S>,
+    target: T,
+    shutdown: CancellationToken,
+) -> SessionStats
 where
     S: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -117,39 +121,46 @@ where
     };
 
     let close = |code: CloseCode, reason: &str| {
-        Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
     };
     let goodbye = match &closed_by {
         // tungstenite has queued the echo of the client's close frame; flushing sends it.
-        ClosedBy::Client(_) => None,
-        ClosedBy::ClientGone(_) => None,
+        ClosedBy::Client(_) | ClosedBy::ClientGone(_) => None,
         ClosedBy::ClientSentText => Some(close(CloseCode::Unsupported, "Binary frames only")),
         ClosedBy::Target => Some(close(CloseCode::Normal, "Target closed")),
         ClosedBy::TargetError(_) => Some(close(CloseCode::Error, "Target connection failed")),
         ClosedBy::Shutdown => Some(close(CloseCode::Away, "Proxy shutting down")),
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        match goodbye {
-            Some(message) => {
-                if ws_tx.send(message).await.is_ok() {
-                    // Wait for the browser's close reply so the close handshake completes.
-                    while let Some(Ok(message)) = ws_rx.next().await {
-                        if message.is_close() {
-                            break;
-                        }
-                    }
+        let sent_close = match goodbye {
+            Some(message) => ws_tx.send(message).await.is_ok(),
+            None => {
+                if matches!(closed_by, ClosedBy::Client(_)) {
+                    let _ = ws_tx.flush().await;
+                }
+                false
+            }
+        };
+        if sent_close {
+            // Wait for the browser's close reply so the close handshake completes.
+            while let Some(Ok(reply)) = ws_rx.next().await {
+                if reply.is_close() {
+                    break;
                 }
             }
-            None if !matches!(closed_by, ClosedBy::ClientGone(_)) => {
-                let _ = ws_tx.flush().await;
-            }
-            None => {}
         }
         let _ = target_tx.shutdown().await;
     })
     .await;
 
-    SessionStats { bytes_to_target, bytes_to_client, closed_by }
+    SessionStats {
+        bytes_to_target,
+        bytes_to_client,
+        closed_by,
+    }
 }
 
 fn client_error(error: &tungstenite::Error) -> String {

@@ -49,18 +49,29 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub async fn bind(settings: &Settings) -> io::Result<TcpListener> {
     let port = settings.proxy_port;
     let addr = match &settings.proxy_host {
-        ListenHost::Any if settings.source_is_ipv6 => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+        ListenHost::Any if settings.source_is_ipv6 => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+        }
         ListenHost::Any => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
         ListenHost::Addr(ip) => SocketAddr::new(*ip, port),
         ListenHost::Name(name) => {
-            let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port)).await?.collect();
+            let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
+                .await?
+                .collect();
             addrs.sort_by_key(|a| a.is_ipv6() != settings.source_is_ipv6);
             addrs.into_iter().next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("{name} resolves to no address"))
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{name} resolves to no address"),
+                )
             })?
         }
     };
-    let socket = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    let socket = if addr.is_ipv6() {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -71,7 +82,12 @@ pub async fn run(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future
     let tracker = TaskTracker::new();
     let draining = CancellationToken::new();
     let closing = CancellationToken::new();
-    let context = Arc::new(Context { proxy: proxy.clone(), tracker: tracker.clone(), draining: draining.clone(), closing: closing.clone() });
+    let context = Arc::new(Context {
+        proxy: proxy.clone(),
+        tracker: tracker.clone(),
+        draining: draining.clone(),
+        closing: closing.clone(),
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -92,10 +108,19 @@ pub async fn run(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future
     let grace = proxy.settings.shutdown_grace_period;
     info!(open_connections = tracker.len(), grace_period = ?grace, "shutting down: no longer accepting");
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        info!(open_connections = tracker.len(), "grace period over: closing the remaining sessions");
+        info!(
+            open_connections = tracker.len(),
+            "grace period over: closing the remaining sessions"
+        );
         closing.cancel();
-        if tokio::time::timeout(CLOSE_WAIT, tracker.wait()).await.is_err() {
-            warn!(open_connections = tracker.len(), "sessions still open after closing; exiting anyway");
+        if tokio::time::timeout(CLOSE_WAIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open_connections = tracker.len(),
+                "sessions still open after closing; exiting anyway"
+            );
         }
     }
     info!("stopped");
@@ -184,7 +209,9 @@ where
         let context = service_context.clone();
         async move { Ok::<_, Infallible>(handle_request(request, peer, tls, &context).await) }
     });
-    let header_timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let header_timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -204,30 +231,54 @@ where
     }
 }
 
-async fn handle_request(mut request: Request<Incoming>, peer: SocketAddr, tls: bool, context: &Arc<Context>) -> Response<Full<Bytes>> {
+async fn handle_request(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+    context: &Arc<Context>,
+) -> Response<Full<Bytes>> {
     let proxy = &context.proxy;
     let request_id = new_request_id();
 
     if !hyper_tungstenite::is_upgrade_request(&request) {
         debug!(request_id = %request_id, method = %request.method(), "not a websocket request: 405");
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "this is a console proxy: open a console from the portal", &request_id);
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this is a console proxy: open a console from the portal",
+            &request_id,
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
         return response;
     }
     if request.method() != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "websocket upgrades use GET", &request_id);
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "websocket upgrades use GET",
+            &request_id,
+        );
     }
     let binary = match offered_subprotocols(&request) {
         None => false,
         Some(offered) if offered.iter().any(|p| p == "binary") => true,
         Some(offered) => {
             warn!(request_id = %request_id, ?offered, "refused: subprotocol \"binary\" not offered");
-            return plain(StatusCode::BAD_REQUEST, "unsupported websocket subprotocol: use \"binary\"", &request_id);
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "unsupported websocket subprotocol: use \"binary\"",
+                &request_id,
+            );
         }
     };
 
     let path = request.uri().path().trim_start_matches('/');
-    let console = ConsoleRequest { path, query: request.uri().query(), client: peer, now: Utc::now() };
+    let console = ConsoleRequest {
+        path,
+        query: request.uri().query(),
+        client: peer,
+        now: Utc::now(),
+    };
     let credential = ticket::fingerprint(path);
     let target = match proxy.resolver.resolve(&console).await {
         Ok(target) => target,
@@ -236,7 +287,8 @@ async fn handle_request(mut request: Request<Incoming>, peer: SocketAddr, tls: b
             return plain(StatusCode::FORBIDDEN, "console ticket refused", &request_id);
         }
     };
-    let target_stream = match connect::connect(&target, proxy.settings.target_connect_timeout).await {
+    let target_stream = match connect::connect(&target, proxy.settings.target_connect_timeout).await
+    {
         Ok(stream) => stream,
         Err(e) => {
             warn!(request_id = %request_id, ticket = %credential, %target, reason = %e, kind = %e.kind(), "refused: target unreachable");
@@ -249,15 +301,22 @@ async fn handle_request(mut request: Request<Incoming>, peer: SocketAddr, tls: b
         }
     };
 
-    let (mut response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(proxy.ws_config)) {
-        Ok(upgrade) => upgrade,
-        Err(e) => {
-            warn!(request_id = %request_id, reason = %e, "refused: bad websocket handshake");
-            return plain(StatusCode::BAD_REQUEST, "bad websocket handshake", &request_id);
-        }
-    };
+    let (mut response, websocket) =
+        match hyper_tungstenite::upgrade(&mut request, Some(proxy.ws_config)) {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                warn!(request_id = %request_id, reason = %e, "refused: bad websocket handshake");
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "bad websocket handshake",
+                    &request_id,
+                );
+            }
+        };
     if binary {
-        response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
     }
 
     let closing = context.closing.clone();
@@ -288,7 +347,11 @@ async fn handle_request(mut request: Request<Incoming>, peer: SocketAddr, tls: b
 
 /// The `Sec-WebSocket-Protocol` values offered, or `None` when the header is absent.
 fn offered_subprotocols<B>(request: &Request<B>) -> Option<Vec<String>> {
-    let mut values = request.headers().get_all(SEC_WEBSOCKET_PROTOCOL).iter().peekable();
+    let mut values = request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .peekable();
     values.peek()?;
     Some(
         values
@@ -305,7 +368,10 @@ fn plain(status: StatusCode, reason: &str, request_id: &str) -> Response<Full<By
     let mut response = Response::new(Full::from(format!("{reason} (request id {request_id})\n")));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", value);

@@ -18,7 +18,10 @@ impl StopSignals {
     /// # Errors
     /// The signal handlers cannot be registered.
     pub fn install() -> io::Result<StopSignals> {
-        Ok(StopSignals { term: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
 
     /// Completes when the process is asked to stop.

@@ -75,7 +75,9 @@ pub struct SignedTickets {
 
 impl SignedTickets {
     pub fn new(verifier: TicketVerifier) -> Self {
-        Self { verifier: Arc::new(verifier) }
+        Self {
+            verifier: Arc::new(verifier),
+        }
     }
 }
 

@@ -66,13 +66,22 @@ pub enum TicketError {
     #[error("unknown digest: ticket has only a legacy SHA-1 signature (TICKET_ACCEPT_LEGACY_SHA1 is off)")]
     LegacyRefused,
     #[error("signedFields must list salt, data, validFrom and validTo{digest} exactly once each and nothing else; it lists {listed:?}", digest = if *.with_digest { " and digest" } else { "" })]
-    SignedFieldsInvalid { listed: Vec<String>, with_digest: bool },
+    SignedFieldsInvalid {
+        listed: Vec<String>,
+        with_digest: bool,
+    },
     #[error("signature does not verify against any configured engine certificate")]
     BadSignature,
     #[error("ticket not valid yet: valid from {valid_from}, now {now}")]
-    NotYetValid { valid_from: DateTime<Utc>, now: DateTime<Utc> },
+    NotYetValid {
+        valid_from: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
     #[error("ticket expired: valid to {valid_to}, now {now}")]
-    Expired { valid_to: DateTime<Utc>, now: DateTime<Utc> },
+    Expired {
+        valid_to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
     #[error("ticket payload is invalid: {0}")]
     BadPayload(String),
     #[error("ticket asks for a websocket target (path), which is not supported")]
@@ -147,12 +156,18 @@ impl TicketVerifier {
         let keys = certs
             .iter()
             .map(|cert| {
-                let key = cert.public_key().map_err(|e| KeyError::Pem(e.to_string()))?;
+                let key = cert
+                    .public_key()
+                    .map_err(|e| KeyError::Pem(e.to_string()))?;
                 key.rsa().map_err(|_| KeyError::NotRsa)?;
                 Ok(key)
             })
             .collect::<Result<Vec<_>, KeyError>>()?;
-        Ok(Self { keys, accept_legacy_sha1: false, clock_skew: TimeDelta::zero() })
+        Ok(Self {
+            keys,
+            accept_legacy_sha1: false,
+            clock_skew: TimeDelta::zero(),
+        })
     }
 
     /// Accept tickets from engines up to 4.4.10 that carry only a SHA-1 signature.
@@ -201,7 +216,11 @@ impl TicketVerifier {
         match fields.optional_string("v2_signature")? {
             Some(signature) => {
                 let signature = decode_signature("v2_signature", signature)?;
-                if !self.keys.iter().any(|key| verify_pss(key, message.as_bytes(), &signature)) {
+                if !self
+                    .keys
+                    .iter()
+                    .any(|key| verify_pss(key, message.as_bytes(), &signature))
+                {
                     return Err(TicketError::BadSignature);
                 }
             }
@@ -210,7 +229,11 @@ impl TicketVerifier {
                 match (legacy, digest) {
                     (Some(signature), Some(_)) if self.accept_legacy_sha1 => {
                         let signature = decode_signature("signature", signature)?;
-                        if !self.keys.iter().any(|k| verify_sha1(k, message.as_bytes(), &signature)) {
+                        if !self
+                            .keys
+                            .iter()
+                            .any(|k| verify_sha1(k, message.as_bytes(), &signature))
+                        {
                             return Err(TicketError::BadSignature);
                         }
                     }
@@ -227,7 +250,11 @@ impl TicketVerifier {
             return Err(TicketError::Expired { valid_to, now });
         }
         let target = parse_payload(&payload)?;
-        Ok(VerifiedTicket { target, valid_from, valid_to })
+        Ok(VerifiedTicket {
+            target,
+            valid_from,
+            valid_to,
+        })
     }
 }
 
@@ -251,15 +278,23 @@ impl Fields {
     fn string(&self, field: &str) -> Result<&str, TicketError> {
         // `field` comes from REQUIRED_SIGNED or the validated signedFields list.
         let field = static_name(field);
-        self.optional_string(field)?.ok_or(TicketError::MissingField { field })
+        self.optional_string(field)?
+            .ok_or(TicketError::MissingField { field })
     }
 }
 
 fn static_name(field: &str) -> &'static str {
-    ["salt", "data", "validFrom", "validTo", "digest", "signedFields"]
-        .into_iter()
-        .find(|known| *known == field)
-        .unwrap_or("unknown")
+    [
+        "salt",
+        "data",
+        "validFrom",
+        "validTo",
+        "digest",
+        "signedFields",
+    ]
+    .into_iter()
+    .find(|known| *known == field)
+    .unwrap_or("unknown")
 }
 
 fn decode_envelope(ticket: &str) -> Result<Fields, TicketError> {
@@ -267,7 +302,10 @@ fn decode_envelope(ticket: &str) -> Result<Fields, TicketError> {
         return Err(TicketError::Empty);
     }
     if ticket.len() > MAX_TICKET_LEN {
-        return Err(TicketError::TooLong { len: ticket.len(), max: MAX_TICKET_LEN });
+        return Err(TicketError::TooLong {
+            len: ticket.len(),
+            max: MAX_TICKET_LEN,
+        });
     }
     let json = STANDARD_LENIENT
         .decode(ticket)
@@ -294,7 +332,10 @@ fn check_salt(salt: &str) -> Result<(), TicketError> {
 }
 
 fn parse_time(field: &'static str, value: &str) -> Result<DateTime<Utc>, TicketError> {
-    let malformed = |reason: &str| TicketError::MalformedField { field, reason: reason.into() };
+    let malformed = |reason: &str| TicketError::MalformedField {
+        field,
+        reason: reason.into(),
+    };
     if value.len() != 14 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(malformed("expected 14 digits, yyyyMMddHHmmss"));
     }
@@ -304,19 +345,25 @@ fn parse_time(field: &'static str, value: &str) -> Result<DateTime<Utc>, TicketE
 }
 
 fn decode_signature(field: &'static str, value: &str) -> Result<Vec<u8>, TicketError> {
-    STANDARD_LENIENT.decode(value).map_err(|_| TicketError::MalformedField {
-        field,
-        reason: "not base64".into(),
-    })
+    STANDARD_LENIENT
+        .decode(value)
+        .map_err(|_| TicketError::MalformedField {
+            field,
+            reason: "not base64".into(),
+        })
 }
 
 /// Checks `signedFields` and returns the names in signing order.
 fn check_signed_fields(listed: &str, with_digest: bool) -> Result<Vec<&str>, TicketError> {
     let names: Vec<&str> = listed.split(',').map(str::trim).collect();
     let expected = REQUIRED_SIGNED.len() + usize::from(with_digest);
-    let required = REQUIRED_SIGNED.iter().chain(with_digest.then_some(&"digest"));
+    let required = REQUIRED_SIGNED
+        .iter()
+        .chain(with_digest.then_some(&"digest"));
     let complete = names.len() == expected
-        && required.into_iter().all(|r| names.iter().filter(|n| *n == r).count() == 1);
+        && required
+            .into_iter()
+            .all(|r| names.iter().filter(|n| *n == r).count() == 1);
     if complete {
         Ok(names)
     } else {
@@ -360,10 +407,15 @@ fn verify_sha1(key: &PKey<Public>, message: &[u8], signature: &[u8]) -> bool {
 /// Done before the signature check: a well-formed `data` pins the boundaries between the
 /// concatenated signed values.
 fn decode_data(data: &str) -> Result<Map<String, Value>, TicketError> {
-    let malformed = |reason: String| TicketError::MalformedField { field: "data", reason };
+    let malformed = |reason: String| TicketError::MalformedField {
+        field: "data",
+        reason,
+    };
     let bytes = data.as_bytes();
     for (i, _) in data.match_indices('%') {
-        let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
         if hex.is_none() {
             return Err(malformed(format!("bad percent escape at offset {i}")));
         }
@@ -404,12 +456,20 @@ fn parse_payload(payload: &Map<String, Value>) -> Result<Target, TicketError> {
                 return Err(TicketError::UnsupportedWebSocketTarget)
             }
             Some(Value::String(_)) => {}
-            Some(_) => return Err(TicketError::BadPayload(format!("{optional} is not a string"))),
+            Some(_) => {
+                return Err(TicketError::BadPayload(format!(
+                    "{optional} is not a string"
+                )))
+            }
         }
     }
     let port = parse_port(port).ok_or_else(|| bad("port is not a number from 1 to 65535"))?;
     let host = parse_host(host).ok_or_else(|| bad("host is not an IP address or a host name"))?;
-    Ok(Target { host, port, ssl_target })
+    Ok(Target {
+        host,
+        port,
+        ssl_target,
+    })
 }
 
 fn parse_port(port: &str) -> Option<u16> {
@@ -427,7 +487,9 @@ fn parse_host(host: &str) -> Option<String> {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
@@ -443,7 +505,11 @@ pub struct TicketSigner {
 
 /// Java's `URLEncoder`: alphanumerics and `.-*_` stay, everything else is `%XX`
 /// (there are no spaces in the JSON it encodes).
-const FORM_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'-').remove(b'*').remove(b'_');
+const FORM_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'*')
+    .remove(b'_');
 
 impl TicketSigner {
     /// # Errors
@@ -452,12 +518,17 @@ impl TicketSigner {
         let key = PKey::private_key_from_pem(key_pem).map_err(|e| KeyError::Pem(e.to_string()))?;
         key.rsa().map_err(|_| KeyError::NotRsa)?;
         let cert = X509::from_pem(cert_pem).map_err(|e| KeyError::Pem(e.to_string()))?;
-        let cert_key = cert.public_key().map_err(|e| KeyError::Pem(e.to_string()))?;
+        let cert_key = cert
+            .public_key()
+            .map_err(|e| KeyError::Pem(e.to_string()))?;
         if !key.public_eq(&cert_key) {
             return Err(KeyError::KeyMismatch);
         }
         let der = cert.to_der().map_err(|e| KeyError::Pem(e.to_string()))?;
-        Ok(Self { key, certificate_pem: java_pem(&der) })
+        Ok(Self {
+            key,
+            certificate_pem: java_pem(&der),
+        })
     }
 
     /// Signs a ticket for `target`, valid from `valid_from` for `lifetime`.
@@ -511,7 +582,10 @@ fn java_pem(der: &[u8]) -> String {
         .chunks(76)
         .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
         .collect();
-    format!("-----BEGIN CERTIFICATE-----\n{}\r\n-----END CERTIFICATE-----\n", lines.join("\r\n"))
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\r\n-----END CERTIFICATE-----\n",
+        lines.join("\r\n")
+    )
 }
 
 #[cfg(test)]
@@ -519,13 +593,16 @@ mod tests {
     use super::*;
 
     fn fields(pairs: &[(&str, &str)]) -> String {
-        let map: Map<String, Value> =
-            pairs.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        let map: Map<String, Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
         STANDARD.encode(Value::Object(map).to_string())
     }
 
     fn verifier() -> TicketVerifier {
-        TicketVerifier::from_pem(include_bytes!("../tests/fixtures/vectors/engine-cert.pem")).unwrap()
+        TicketVerifier::from_pem(include_bytes!("../tests/fixtures/vectors/engine-cert.pem"))
+            .unwrap()
     }
 
     fn now() -> DateTime<Utc> {
@@ -544,9 +621,15 @@ mod tests {
         let v = verifier();
         assert_eq!(v.verify("", now()), Err(TicketError::Empty));
         assert_eq!(v.verify("!!!", now()), Err(TicketError::NotBase64));
-        assert!(matches!(v.verify(&STANDARD.encode("[1]"), now()), Err(TicketError::NotJson(_))));
+        assert!(matches!(
+            v.verify(&STANDARD.encode("[1]"), now()),
+            Err(TicketError::NotJson(_))
+        ));
         let long = "A".repeat(MAX_TICKET_LEN + 4);
-        assert!(matches!(v.verify(&long, now()), Err(TicketError::TooLong { .. })));
+        assert!(matches!(
+            v.verify(&long, now()),
+            Err(TicketError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -567,15 +650,45 @@ mod tests {
             fields(&pairs)
         };
         let err = |t: String| v.verify(&t, now()).unwrap_err();
-        assert!(matches!(err(with("salt", "888wUMgRETA=888")), TicketError::MalformedField { field: "salt", .. }));
-        assert!(matches!(err(with("validFrom", "2026112115461")), TicketError::MalformedField { field: "validFrom", .. }));
-        assert!(matches!(err(with("validTo", "20271321154616")), TicketError::MalformedField { field: "validTo", .. }));
-        assert!(matches!(err(with("data", "%7B%ZZ")), TicketError::MalformedField { field: "data", .. }));
-        assert!(matches!(err(with("data", "%7B")), TicketError::MalformedField { field: "data", .. }));
+        assert!(matches!(
+            err(with("salt", "888wUMgRETA=888")),
+            TicketError::MalformedField { field: "salt", .. }
+        ));
+        assert!(matches!(
+            err(with("validFrom", "2026112115461")),
+            TicketError::MalformedField {
+                field: "validFrom",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(with("validTo", "20271321154616")),
+            TicketError::MalformedField {
+                field: "validTo",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(with("data", "%7B%ZZ")),
+            TicketError::MalformedField { field: "data", .. }
+        ));
+        assert!(matches!(
+            err(with("data", "%7B")),
+            TicketError::MalformedField { field: "data", .. }
+        ));
         // The boundary-shifting forgery of contract section 3: only salt listed.
-        assert!(matches!(err(with("signedFields", "salt")), TicketError::SignedFieldsInvalid { .. }));
-        assert!(matches!(err(with("signedFields", "salt,data,validFrom,validTo,salt")), TicketError::SignedFieldsInvalid { .. }));
-        assert!(matches!(err(with("signedFields", "salt,data,validFrom,certificate")), TicketError::SignedFieldsInvalid { .. }));
+        assert!(matches!(
+            err(with("signedFields", "salt")),
+            TicketError::SignedFieldsInvalid { .. }
+        ));
+        assert!(matches!(
+            err(with("signedFields", "salt,data,validFrom,validTo,salt")),
+            TicketError::SignedFieldsInvalid { .. }
+        ));
+        assert!(matches!(
+            err(with("signedFields", "salt,data,validFrom,certificate")),
+            TicketError::SignedFieldsInvalid { .. }
+        ));
         assert_eq!(err(with("v2_signature", "AAAA")), TicketError::BadSignature);
         let mut no_sig = base.to_vec();
         no_sig.retain(|(k, _)| *k != "v2_signature");
@@ -594,9 +707,24 @@ mod tests {
 
     #[test]
     fn payloads() {
-        let parse = |json: &str| parse_payload(serde_json::from_str::<Value>(json).unwrap().as_object().unwrap());
-        let t = parse(r#"{"host":"::1","port":"5901","ssl_target":true,"path":null,"token":""}"#).unwrap();
-        assert_eq!(t, Target { host: "::1".into(), port: 5901, ssl_target: true });
+        let parse = |json: &str| {
+            parse_payload(
+                serde_json::from_str::<Value>(json)
+                    .unwrap()
+                    .as_object()
+                    .unwrap(),
+            )
+        };
+        let t = parse(r#"{"host":"::1","port":"5901","ssl_target":true,"path":null,"token":""}"#)
+            .unwrap();
+        assert_eq!(
+            t,
+            Target {
+                host: "::1".into(),
+                port: 5901,
+                ssl_target: true
+            }
+        );
         assert!(parse(r#"{"host":"vm.example","port":"5900"}"#).is_ok());
         assert!(parse(r#"{"host":"10.0.0.5","port":5900,"ssl_target":false}"#).is_err());
         assert!(parse(r#"{"host":"10.0.0.5","port":"0"}"#).is_err());

@@ -19,13 +19,19 @@ pub const DEMO_MARKER: &str = "consolegate DEMO - INSECURE";
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: PathBuf },
     #[error("{path}: no PEM private key found (set SSL_KEY, or put the key in SSL_CERTIFICATE)")]
     NoKey { path: PathBuf },
     #[error("{path}: unparseable PEM: {source}")]
-    Pem { path: PathBuf, source: std::io::Error },
+    Pem {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate and key are unusable together: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -58,16 +64,31 @@ pub fn load_server_config(
     let cert_pem = read(certificate)?;
     let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<CertificateDer<'static>>, _>>()
-        .map_err(|source| TlsError::Pem { path: certificate.into(), source })?;
-    let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate { path: certificate.into() })?;
-    let summary = summarize(leaf.as_ref())
-        .ok_or_else(|| TlsError::NoCertificate { path: certificate.into() })?;
+        .map_err(|source| TlsError::Pem {
+            path: certificate.into(),
+            source,
+        })?;
+    let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
+        path: certificate.into(),
+    })?;
+    let summary = summarize(leaf.as_ref()).ok_or_else(|| TlsError::NoCertificate {
+        path: certificate.into(),
+    })?;
 
     let key_path = key.unwrap_or(certificate);
-    let key_pem = if key.is_some() { read(key_path)? } else { cert_pem.clone() };
+    let key_pem = if key.is_some() {
+        read(key_path)?
+    } else {
+        cert_pem.clone()
+    };
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| TlsError::Pem { path: key_path.into(), source })?
-        .ok_or_else(|| TlsError::NoKey { path: key_path.into() })?;
+        .map_err(|source| TlsError::Pem {
+            path: key_path.into(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key_path.into(),
+        })?;
 
     let (tls12_suites, mut warnings) = select_tls12_suites(ciphers);
     let mut suites = vec![
@@ -87,17 +108,27 @@ pub fn load_server_config(
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         }
     };
-    let provider = CryptoProvider { cipher_suites: suites, ..rustls::crypto::ring::default_provider() };
+    let provider = CryptoProvider {
+        cipher_suites: suites,
+        ..rustls::crypto::ring::default_provider()
+    };
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(LoadedTls { config: Arc::new(config), certificate: summary, warnings })
+    Ok(LoadedTls {
+        config: Arc::new(config),
+        certificate: summary,
+        warnings,
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Subject, expiry and demo marker of a DER certificate; `None` if it does not parse.
@@ -108,7 +139,11 @@ pub fn summarize(der: &[u8]) -> Option<CertSummary> {
         .iter_organization()
         .any(|o| o.as_str().map(|s| s.contains(DEMO_MARKER)).unwrap_or(false));
     let not_after = chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)?;
-    Some(CertSummary { subject: cert.subject().to_string(), not_after, is_demo })
+    Some(CertSummary {
+        subject: cert.subject().to_string(),
+        not_after,
+        is_demo,
+    })
 }
 
 /// Summaries of every certificate in a PEM file (the ticket-verification file may hold several).
@@ -120,18 +155,53 @@ pub fn summarize_pem(pem: &[u8]) -> Vec<CertSummary> {
 }
 
 /// Words of an OpenSSL cipher string that select every TLS 1.2 suite rustls offers.
-const COMMON_WORDS: &[&str] =
-    &["HIGH", "ALL", "DEFAULT", "ECDHE", "EECDH", "kECDHE", "kEECDH", "AEAD", "TLSv1.2", "AES", "COMPLEMENTOFALL"];
+const COMMON_WORDS: &[&str] = &[
+    "HIGH",
+    "ALL",
+    "DEFAULT",
+    "ECDHE",
+    "EECDH",
+    "kECDHE",
+    "kEECDH",
+    "AEAD",
+    "TLSv1.2",
+    "AES",
+    "COMPLEMENTOFALL",
+];
 
 /// The TLS 1.2 suites rustls offers: OpenSSL name and the cipher-string words that select it.
 fn tls12_suites() -> [(SupportedCipherSuite, &'static str, &'static [&'static str]); 6] {
     [
-        (suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, "ECDHE-ECDSA-AES256-GCM-SHA384", &["aECDSA", "ECDSA", "AES256", "AESGCM", "SHA384"]),
-        (suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "ECDHE-ECDSA-AES128-GCM-SHA256", &["aECDSA", "ECDSA", "AES128", "AESGCM", "SHA256"]),
-        (suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, "ECDHE-ECDSA-CHACHA20-POLY1305", &["aECDSA", "ECDSA", "CHACHA20", "SHA256"]),
-        (suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, "ECDHE-RSA-AES256-GCM-SHA384", &["aRSA", "RSA", "AES256", "AESGCM", "SHA384"]),
-        (suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, "ECDHE-RSA-AES128-GCM-SHA256", &["aRSA", "RSA", "AES128", "AESGCM", "SHA256"]),
-        (suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, "ECDHE-RSA-CHACHA20-POLY1305", &["aRSA", "RSA", "CHACHA20", "SHA256"]),
+        (
+            suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            &["aECDSA", "ECDSA", "AES256", "AESGCM", "SHA384"],
+        ),
+        (
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            &["aECDSA", "ECDSA", "AES128", "AESGCM", "SHA256"],
+        ),
+        (
+            suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            &["aECDSA", "ECDSA", "CHACHA20", "SHA256"],
+        ),
+        (
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            &["aRSA", "RSA", "AES256", "AESGCM", "SHA384"],
+        ),
+        (
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            &["aRSA", "RSA", "AES128", "AESGCM", "SHA256"],
+        ),
+        (
+            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            &["aRSA", "RSA", "CHACHA20", "SHA256"],
+        ),
     ]
 }
 
@@ -142,13 +212,18 @@ fn select_tls12_suites(ciphers: &str) -> (Vec<SupportedCipherSuite>, Vec<String>
     let table = tls12_suites();
     let matches = |word: &str, index: usize| {
         let (_, name, words) = table[index];
-        word.split('+').all(|part| part == name || COMMON_WORDS.contains(&part) || words.contains(&part))
+        word.split('+')
+            .all(|part| part == name || COMMON_WORDS.contains(&part) || words.contains(&part))
     };
     let mut chosen: Vec<usize> = Vec::new();
     let mut banned: Vec<usize> = Vec::new();
     let mut warnings = Vec::new();
     for word in ciphers.split([':', ',', ' ']).filter(|w| !w.is_empty()) {
-        let hits = |w: &str| (0..table.len()).filter(|&i| matches(w, i)).collect::<Vec<_>>();
+        let hits = |w: &str| {
+            (0..table.len())
+                .filter(|&i| matches(w, i))
+                .collect::<Vec<_>>()
+        };
         if let Some(word) = word.strip_prefix('!') {
             banned.extend(hits(word));
             chosen.retain(|i| !banned.contains(i));
@@ -160,7 +235,9 @@ fn select_tls12_suites(ciphers: &str) -> (Vec<SupportedCipherSuite>, Vec<String>
         } else {
             let found = hits(word);
             if found.is_empty() {
-                warnings.push(format!("SSL_CIPHERS: rustls offers no cipher suite matching {word:?}; ignored"));
+                warnings.push(format!(
+                    "SSL_CIPHERS: rustls offers no cipher suite matching {word:?}; ignored"
+                ));
             }
             for i in found {
                 if !chosen.contains(&i) && !banned.contains(&i) {
@@ -178,7 +255,10 @@ mod tests {
 
     fn names(ciphers: &str) -> (Vec<String>, usize) {
         let (suites, warnings) = select_tls12_suites(ciphers);
-        (suites.iter().map(|s| format!("{:?}", s.suite())).collect(), warnings.len())
+        (
+            suites.iter().map(|s| format!("{:?}", s.suite())).collect(),
+            warnings.len(),
+        )
     }
 
     #[test]
@@ -192,7 +272,10 @@ mod tests {
         let (only_rsa_gcm, warnings) = names("ECDHE+aRSA+AESGCM:!CHACHA20");
         assert_eq!(only_rsa_gcm.len(), 2);
         assert_eq!(warnings, 0);
-        assert!(names("HIGH:!aECDSA:-CHACHA20").0.iter().all(|n| n.contains("RSA") && !n.contains("CHACHA")));
+        assert!(names("HIGH:!aECDSA:-CHACHA20")
+            .0
+            .iter()
+            .all(|n| n.contains("RSA") && !n.contains("CHACHA")));
         assert_eq!(names("!AESGCM:HIGH").0.len(), 2);
     }
 

@@ -20,14 +20,19 @@ async fn echo_roundtrip(client: &mut Client, total: usize, chunk: usize) {
     let (mut tx, mut rx) = client.split();
     let send = async {
         for piece in payload.chunks(chunk) {
-            tx.send(Message::Binary(piece.to_vec().into())).await.unwrap();
+            tx.send(Message::Binary(piece.to_vec().into()))
+                .await
+                .unwrap();
         }
         tx
     };
     let receive = async {
         let mut received = Vec::with_capacity(total);
         while received.len() < total {
-            match tokio::time::timeout(Duration::from_secs(20), rx.next()).await.expect("echo stalled") {
+            match tokio::time::timeout(Duration::from_secs(20), rx.next())
+                .await
+                .expect("echo stalled")
+            {
                 Some(Ok(Message::Binary(data))) => received.extend_from_slice(&data),
                 other => panic!("unexpected {other:?}"),
             }
@@ -40,7 +45,10 @@ async fn echo_roundtrip(client: &mut Client, total: usize, chunk: usize) {
 
 async fn next_close(client: &mut Client) -> CloseFrame {
     loop {
-        match tokio::time::timeout(Duration::from_secs(15), client.next()).await.expect("no close frame") {
+        match tokio::time::timeout(Duration::from_secs(15), client.next())
+            .await
+            .expect("no close frame")
+        {
             Some(Ok(Message::Close(Some(frame)))) => return frame,
             Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
             other => panic!("expected a close frame, got {other:?}"),
@@ -53,15 +61,24 @@ async fn ws_and_wss_relay_small_and_large_messages_both_ways() {
     let echo = EchoServer::start().await;
     let proxy = ProxyProcess::start("");
     for tls in [false, true] {
-        let (mut client, response) = ws_connect(proxy.addr, tls, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+        let (mut client, response) =
+            ws_connect(proxy.addr, tls, &ticket_for(echo.addr), Some("binary"))
+                .await
+                .unwrap();
         assert_eq!(response.headers()["sec-websocket-protocol"], "binary");
         echo_roundtrip(&mut client, 10, 10).await;
         echo_roundtrip(&mut client, 6 * 1024 * 1024, 64 * 1024).await;
         client.close(None).await.unwrap();
     }
     let line = proxy.wait_for_log("session ended");
-    assert!(line.contains("bytes_to_target=6291466") && line.contains("bytes_to_client=6291466"), "{line}");
-    assert!(line.contains("closed_by=client (close 1005)") || line.contains("closed_by=client"), "{line}");
+    assert!(
+        line.contains("bytes_to_target=6291466") && line.contains("bytes_to_client=6291466"),
+        "{line}"
+    );
+    assert!(
+        line.contains("closed_by=client (close 1005)") || line.contains("closed_by=client"),
+        "{line}"
+    );
     echo.wait_connections(2).await;
 }
 
@@ -69,14 +86,30 @@ async fn ws_and_wss_relay_small_and_large_messages_both_ways() {
 async fn subprotocol_rules() {
     let echo = EchoServer::start().await;
     let proxy = ProxyProcess::start("");
-    let (_, response) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), None).await.unwrap();
+    let (_, response) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), None)
+        .await
+        .unwrap();
     assert!(response.headers().get("sec-websocket-protocol").is_none());
-    let (_, response) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("base64, binary")).await.unwrap();
+    let (_, response) = ws_connect(
+        proxy.addr,
+        true,
+        &ticket_for(echo.addr),
+        Some("base64, binary"),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "binary");
     echo.wait_connections(2).await;
-    assert_eq!(refusal_status(ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("base64")).await), 400);
+    assert_eq!(
+        refusal_status(ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("base64")).await),
+        400
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(echo.connections(), 2, "no target connection for a refused request");
+    assert_eq!(
+        echo.connections(),
+        2,
+        "no target connection for a refused request"
+    );
 }
 
 #[tokio::test]
@@ -92,12 +125,24 @@ async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
     };
     let expired = {
         use consolegate::target::Target;
-        let target = Target { host: "127.0.0.1".into(), port: echo.addr.port(), ssl_target: false };
-        signer("engine").sign(&target, chrono::Utc::now() - chrono::TimeDelta::hours(1), chrono::TimeDelta::seconds(120))
+        let target = Target {
+            host: "127.0.0.1".into(),
+            port: echo.addr.port(),
+            ssl_target: false,
+        };
+        signer("engine").sign(
+            &target,
+            chrono::Utc::now() - chrono::TimeDelta::hours(1),
+            chrono::TimeDelta::seconds(120),
+        )
     };
     let wrong_signer = {
         use consolegate::target::Target;
-        let target = Target { host: "127.0.0.1".into(), port: echo.addr.port(), ssl_target: false };
+        let target = Target {
+            host: "127.0.0.1".into(),
+            port: echo.addr.port(),
+            ssl_target: false,
+        };
         signer("other-engine").sign(&target, chrono::Utc::now(), chrono::TimeDelta::seconds(120))
     };
     let cases = [
@@ -110,20 +155,39 @@ async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
     ];
     for (ticket, reason) in cases {
         for tls in [false, true] {
-            assert_eq!(refusal_status(ws_connect(proxy.addr, tls, ticket, Some("binary")).await), 403, "{reason}");
+            assert_eq!(
+                refusal_status(ws_connect(proxy.addr, tls, ticket, Some("binary")).await),
+                403,
+                "{reason}"
+            );
         }
         proxy.wait_for_log(reason);
     }
-    assert_eq!(echo.connections(), 0, "a refused ticket must not open any target connection");
+    assert_eq!(
+        echo.connections(),
+        0,
+        "a refused ticket must not open any target connection"
+    );
 
     let logs = proxy.logs();
-    let refusals: Vec<&str> = logs.lines().filter(|l| l.contains("refused: ticket")).collect();
+    let refusals: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("refused: ticket"))
+        .collect();
     assert_eq!(refusals.len(), cases.len() * 2, "{logs}");
     for line in &refusals {
-        assert!(line.contains("request_id=") && line.contains("client=127.0.0.1") && line.contains("ticket="), "{line}");
+        assert!(
+            line.contains("request_id=")
+                && line.contains("client=127.0.0.1")
+                && line.contains("ticket="),
+            "{line}"
+        );
     }
     for ticket in [&good, &forged, &expired, &wrong_signer] {
-        assert!(!logs.contains(&ticket[..32]), "a ticket leaked into the logs");
+        assert!(
+            !logs.contains(&ticket[..32]),
+            "a ticket leaked into the logs"
+        );
     }
 
     // The refusal body names the request id that the log line carries.
@@ -133,11 +197,20 @@ async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
-    let id = response.split("request id ").nth(1).unwrap().split(')').next().unwrap().to_owned();
+    let id = response
+        .split("request id ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_owned();
     proxy.wait_for_log(&format!("request_id={id}"));
 
     // And a good ticket still works afterwards.
-    let (mut client, _) = ws_connect(proxy.addr, true, &good, Some("binary")).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, true, &good, Some("binary"))
+        .await
+        .unwrap();
     echo_roundtrip(&mut client, 1000, 100).await;
 }
 
@@ -154,10 +227,15 @@ async fn plain_get_gets_405() {
 async fn ssl_only_refuses_plain_connections() {
     let echo = EchoServer::start().await;
     let proxy = ProxyProcess::start("SSL_ONLY=True");
-    assert_eq!(refusal_status(ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await), 400);
+    assert_eq!(
+        refusal_status(ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await),
+        400
+    );
     proxy.wait_for_log("plain connection refused");
     assert_eq!(echo.connections(), 0);
-    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary"))
+        .await
+        .unwrap();
     echo_roundtrip(&mut client, 4096, 1024).await;
 }
 
@@ -165,9 +243,15 @@ async fn ssl_only_refuses_plain_connections() {
 async fn unreachable_target_gets_502_and_a_reason() {
     let proxy = ProxyProcess::start("TARGET_CONNECT_TIMEOUT=3");
     let dead = closed_port();
-    assert_eq!(refusal_status(ws_connect(proxy.addr, true, &ticket_for(dead), Some("binary")).await), 502);
+    assert_eq!(
+        refusal_status(ws_connect(proxy.addr, true, &ticket_for(dead), Some("binary")).await),
+        502
+    );
     let line = proxy.wait_for_log("refused: target unreachable");
-    assert!(line.contains(&dead.to_string()) && line.contains("refused"), "{line}");
+    assert!(
+        line.contains(&dead.to_string()) && line.contains("refused"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -176,25 +260,43 @@ async fn close_codes_follow_the_contract() {
     let proxy = ProxyProcess::start("");
 
     // Text frames: 1003.
-    let (mut client, _) = ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary"))
+        .await
+        .unwrap();
     client.send(Message::Text("hello".into())).await.unwrap();
     assert_eq!(next_close(&mut client).await.code, CloseCode::Unsupported);
 
     // The client's close is answered with the same code and reason.
-    let (mut client, _) = ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await.unwrap();
-    client.send(Message::Close(Some(CloseFrame { code: CloseCode::Library(4321), reason: "bye".into() }))).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary"))
+        .await
+        .unwrap();
+    client
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Library(4321),
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
     let frame = next_close(&mut client).await;
-    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Library(4321), "bye"));
+    assert_eq!(
+        (frame.code, frame.reason.as_str()),
+        (CloseCode::Library(4321), "bye")
+    );
 
     // The target closing: its last bytes arrive, then 1000 "Target closed".
     let closing = closing_server(b"RFB 003.008\n").await;
-    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(closing), Some("binary")).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(closing), Some("binary"))
+        .await
+        .unwrap();
     match client.next().await {
         Some(Ok(Message::Binary(data))) => assert_eq!(&data[..], b"RFB 003.008\n"),
         other => panic!("expected the greeting, got {other:?}"),
     }
     let frame = next_close(&mut client).await;
-    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Normal, "Target closed"));
+    assert_eq!(
+        (frame.code, frame.reason.as_str()),
+        (CloseCode::Normal, "Target closed")
+    );
     proxy.wait_for_log("closed_by=target");
 }
 
@@ -206,12 +308,16 @@ async fn a_silent_client_does_not_block_others() {
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     let mut half_tls = TcpStream::connect(proxy.addr).await.unwrap();
     half_tls.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
-    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary"))
+        .await
+        .unwrap();
     echo_roundtrip(&mut client, 1000, 100).await;
     // Both are dropped by the proxy once HANDSHAKE_TIMEOUT passes.
     let mut buf = [0u8; 16];
     for stream in [&mut silent, &mut half_tls] {
-        let read = tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf)).await.expect("not closed by the proxy");
+        let read = tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf))
+            .await
+            .expect("not closed by the proxy");
         assert!(matches!(read, Ok(0) | Err(_)));
     }
 }
@@ -220,19 +326,25 @@ async fn a_silent_client_does_not_block_others() {
 async fn sigterm_lets_sessions_finish_within_the_grace_period_then_exits_zero() {
     let echo = EchoServer::start().await;
     let mut proxy = ProxyProcess::start("SHUTDOWN_GRACE_PERIOD=2");
-    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await.unwrap();
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary"))
+        .await
+        .unwrap();
     echo_roundtrip(&mut client, 1000, 100).await;
     proxy.signal("TERM");
     proxy.wait_for_log("shutting down");
     // New connections are no longer accepted, the open session still relays...
-    assert!(TcpStream::connect(proxy.addr).await.is_err() || {
-        let result = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await;
-        result.is_err()
-    });
+    assert!(
+        TcpStream::connect(proxy.addr).await.is_err() || {
+            let result = ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("binary")).await;
+            result.is_err()
+        }
+    );
     echo_roundtrip(&mut client, 1000, 100).await;
     // ...until the grace period ends: then 1001 and a clean exit.
     assert_eq!(next_close(&mut client).await.code, CloseCode::Away);
-    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(15))).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }
 
@@ -240,6 +352,8 @@ async fn sigterm_lets_sessions_finish_within_the_grace_period_then_exits_zero() 
 async fn sigint_with_no_sessions_exits_at_once() {
     let mut proxy = ProxyProcess::start("");
     proxy.signal("INT");
-    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5))).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5)))
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

@@ -20,16 +20,21 @@ use super::{ConfigError, ConfigWarning, Origin, RawConfig};
 ///
 /// Every unreadable file or directory and every bad line of every file, in file order.
 pub fn load(paths: &[PathBuf]) -> Result<RawConfig, Vec<ConfigError>> {
+    match load_all(paths) {
+        (config, errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Like [`load`], but also returns what the good lines merged to when some lines are bad,
+/// so that value errors can be reported in the same run as syntax errors.
+pub fn load_all(paths: &[PathBuf]) -> (RawConfig, Vec<ConfigError>) {
     let mut config = RawConfig::defaults();
     let mut errors = Vec::new();
     for path in paths {
         load_path(path, &mut config, &mut errors);
     }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors)
-    }
+    (config, errors)
 }
 
 /// Applies what one command-line path stands for.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use files::load;
+pub use files::{load, load_all};
 pub use keys::{is_secret, KeyDef, KEYS};
 pub use settings::{
     parse_bool, parse_duration, parse_listen_host, parse_log_level, parse_message_size, parse_path,

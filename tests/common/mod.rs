@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::WebSocketStream;
 
 pub fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 /// A time inside every valid vector's window (contract section 8).
@@ -36,8 +38,16 @@ pub fn signer(name: &str) -> TicketSigner {
 
 /// A ticket from the test engine key, valid now for two minutes.
 pub fn ticket_for(addr: SocketAddr) -> String {
-    let target = Target { host: addr.ip().to_string(), port: addr.port(), ssl_target: false };
-    signer("engine").sign(&target, Utc::now() - TimeDelta::seconds(5), TimeDelta::seconds(120))
+    let target = Target {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        ssl_target: false,
+    };
+    signer("engine").sign(
+        &target,
+        Utc::now() - TimeDelta::seconds(5),
+        TimeDelta::seconds(120),
+    )
 }
 
 /// A TCP echo server on loopback that counts the connections it accepted.
@@ -135,7 +145,11 @@ impl ProxyProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);
@@ -145,10 +159,18 @@ impl ProxyProcess {
             Ok(addr) => addr.parse().unwrap(),
             Err(_) => {
                 let _ = child.kill();
-                panic!("proxy did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "proxy did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
-        ProxyProcess { child, addr, logs, _dir: dir }
+        ProxyProcess {
+            child,
+            addr,
+            logs,
+            _dir: dir,
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -159,7 +181,13 @@ impl ProxyProcess {
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(line) = self.logs.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(line) = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return line.clone();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -168,7 +196,11 @@ impl ProxyProcess {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -179,7 +211,11 @@ impl ProxyProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "proxy did not exit within {within:?}; logs:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not exit within {within:?}; logs:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -204,7 +240,9 @@ pub fn tls_connector() -> tokio_rustls::TlsConnector {
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -225,20 +263,36 @@ pub async fn ws_connect(
     tls: bool,
     path: &str,
     protocols: Option<&str>,
-) -> Result<(Client, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
+) -> Result<
+    (
+        Client,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
     let scheme = if tls { "wss" } else { "ws" };
-    let mut request = format!("{scheme}://localhost:{}/{path}", addr.port()).into_client_request().unwrap();
+    let mut request = format!("{scheme}://localhost:{}/{path}", addr.port())
+        .into_client_request()
+        .unwrap();
     if let Some(protocols) = protocols {
-        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocols).unwrap());
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocols).unwrap(),
+        );
     }
     let stream = open(addr, tls).await;
-    tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(request, stream))
-        .await
-        .expect("websocket handshake timed out")
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .expect("websocket handshake timed out")
 }
 
 /// The HTTP status a refused handshake got.
-pub fn refusal_status(result: Result<(Client, impl Sized), tokio_tungstenite::tungstenite::Error>) -> u16 {
+pub fn refusal_status(
+    result: Result<(Client, impl Sized), tokio_tungstenite::tungstenite::Error>,
+) -> u16 {
     match result {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
@@ -251,6 +305,9 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
