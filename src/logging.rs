@@ -1,6 +1,8 @@
 //! Log output: human-readable lines on standard error (the journal under systemd).
 //! `RUST_LOG`, when set, overrides `LOG_LEVEL` for debugging.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; later calls are no-ops.
@@ -11,5 +13,6 @@ pub fn init(level: tracing::Level) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .try_init();
 }

@@ -357,3 +357,48 @@ async fn sigint_with_no_sessions_exits_at_once() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_browser_that_stops_reading_stalls_the_target_not_memory() {
+    let (flood, written) = flood_server().await;
+    let proxy = ProxyProcess::start("");
+    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(flood), Some("binary"))
+        .await
+        .unwrap();
+    // Read a little so the session is flowing, then stop reading for a while.
+    let mut received = 0;
+    while received < 1024 * 1024 {
+        match client.next().await {
+            Some(Ok(Message::Binary(data))) => received += data.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let rss_before = rss_kib(proxy.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled_at = written.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = written.load(std::sync::atomic::Ordering::SeqCst);
+    let rss_after = rss_kib(proxy.pid());
+    eprintln!("stalled after {later} bytes from the target; proxy RSS {rss_before} KiB -> {rss_after} KiB");
+    // Only kernel socket buffers and one message in flight sit between the two sides.
+    assert_eq!(
+        stalled_at, later,
+        "the target kept writing into a session nobody reads"
+    );
+    assert!(
+        later < 48 * 1024 * 1024,
+        "{later} bytes accepted from the target"
+    );
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "proxy memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // Reading again resumes the flow.
+    let mut more = 0;
+    while more < 4 * 1024 * 1024 {
+        match client.next().await {
+            Some(Ok(Message::Binary(data))) => more += data.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

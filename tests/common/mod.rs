@@ -195,6 +195,10 @@ impl ProxyProcess {
         panic!("no log line with {needle:?}; logs:\n{}", self.logs());
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -310,4 +314,32 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
         .unwrap()
         .unwrap();
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A target that writes as fast as it can and counts what the proxy accepted from it.
+pub async fn flood_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = written.clone();
+    tokio::spawn(async move {
+        if let Ok((mut stream, _)) = listener.accept().await {
+            let chunk = vec![0x5au8; 64 * 1024];
+            // Bounded: stops after 1 GiB even if nothing pushes back.
+            for _ in 0..16 * 1024 {
+                match stream.write(&chunk).await {
+                    Ok(n) => counter.fetch_add(n, Ordering::SeqCst),
+                    Err(_) => break,
+                };
+            }
+        }
+    });
+    (addr, written)
+}
+
+/// Resident memory of a process in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
