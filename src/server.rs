@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -29,9 +28,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::{ListenHost, Settings};
 use crate::connect;
 use crate::proxy::Proxy;
-use crate::relay;
-use crate::target::ConsoleRequest;
-use crate::ticket;
+use crate::{session, ticket};
 
 /// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -237,9 +234,7 @@ async fn handle_request(
     tls: bool,
     context: &Arc<Context>,
 ) -> Response<Full<Bytes>> {
-    let proxy = &context.proxy;
     let request_id = new_request_id();
-
     if !hyper_tungstenite::is_upgrade_request(&request) {
         debug!(request_id = %request_id, method = %request.method(), "not a websocket request: 405");
         let mut response = plain(
@@ -259,108 +254,30 @@ async fn handle_request(
             &request_id,
         );
     }
-    let binary = match offered_subprotocols(&request) {
-        None => false,
-        Some(offered) if offered.iter().any(|p| p == "binary") => true,
-        Some(offered) => {
-            warn!(request_id = %request_id, ?offered, "refused: subprotocol \"binary\" not offered");
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "unsupported websocket subprotocol: use \"binary\"",
-                &request_id,
-            );
-        }
-    };
 
-    let path = request.uri().path().trim_start_matches('/');
-    let console = ConsoleRequest {
-        path,
-        query: request.uri().query(),
+    let console = session::Console {
+        request_id: request_id.clone(),
         client: peer,
-        now: Utc::now(),
+        tls,
     };
-    let credential = ticket::fingerprint(path);
-    let target = match proxy.resolver.resolve(&console).await {
-        Ok(target) => target,
+    match session::prepare(&mut request, &console, &context.proxy).await {
+        Ok((response, session)) => {
+            let closing = context.closing.clone();
+            context.tracker.spawn(session.run(closing));
+            response
+        }
         Err(refusal) => {
-            warn!(request_id = %request_id, ticket = %credential, reason = %refusal, kind = %refusal.kind(), "refused: ticket");
-            return plain(StatusCode::FORBIDDEN, "console ticket refused", &request_id);
-        }
-    };
-    let target_stream = match connect::connect(&target, proxy.settings.target_connect_timeout).await
-    {
-        Ok(stream) => stream,
-        Err(e) => {
-            warn!(request_id = %request_id, ticket = %credential, %target, reason = %e, kind = %e.kind(), "refused: target unreachable");
-            let status = if matches!(e, connect::ConnectError::TimedOut { .. }) {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            return plain(status, "console unreachable", &request_id);
-        }
-    };
-
-    let (mut response, websocket) =
-        match hyper_tungstenite::upgrade(&mut request, Some(proxy.ws_config)) {
-            Ok(upgrade) => upgrade,
-            Err(e) => {
-                warn!(request_id = %request_id, reason = %e, "refused: bad websocket handshake");
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "bad websocket handshake",
-                    &request_id,
-                );
-            }
-        };
-    if binary {
-        response
-            .headers_mut()
-            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
-    }
-
-    let closing = context.closing.clone();
-    let scheme = if tls { "wss" } else { "ws" };
-    let span = tracing::info_span!("session", request_id = %request_id, %target);
-    context.tracker.spawn(
-        async move {
-            let websocket = match websocket.await {
-                Ok(websocket) => websocket,
-                Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
-            };
-            info!(ticket = %credential, scheme, ssl_target = target.ssl_target, "session started");
-            let started = Instant::now();
-            let stats = relay::run(websocket, target_stream, closing).await;
-            info!(
-                client = %peer,
-                bytes_to_target = stats.bytes_to_target,
-                bytes_to_client = stats.bytes_to_client,
-                duration = ?started.elapsed(),
-                closed_by = %stats.closed_by,
-                "session ended"
+            warn!(
+                request_id = %request_id,
+                ticket = %ticket::fingerprint(request.uri().path().trim_start_matches('/')),
+                reason = %refusal,
+                kind = %refusal.kind(),
+                "refused: {}",
+                refusal.stage()
             );
+            plain(refusal.status(), refusal.public_reason(), &request_id)
         }
-        .instrument(span),
-    );
-    response
-}
-
-/// The `Sec-WebSocket-Protocol` values offered, or `None` when the header is absent.
-fn offered_subprotocols<B>(request: &Request<B>) -> Option<Vec<String>> {
-    let mut values = request
-        .headers()
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .peekable();
-    values.peek()?;
-    Some(
-        values
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect(),
-    )
+    }
 }
 
 /// A short, generic refusal: the details are in the log line with the same request id.

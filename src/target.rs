@@ -1,7 +1,7 @@
 //! Choosing the console a browser may reach. [`TargetResolver`] is the one seam between
 //! "who says where this browser goes" (a signed oVirt ticket today; token files, a token
 //! authority or single-use tickets later) and everything after it: policy, connect, relay
-//! and logging see only the [`Target`] and the [`Refusal`].
+//! and logging see only the [`Target`] or the [`ResolveError`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,16 +45,16 @@ pub struct ConsoleRequest<'a> {
 
 /// Why no target was chosen. Carries the precise reason for the log.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum ResolveError {
     #[error("{0}")]
     Ticket(#[from] TicketError),
 }
 
-impl Refusal {
-    /// A closed set of labels, for metrics and the browser-facing refusal.
+impl ResolveError {
+    /// A closed set of labels, for metrics and log filters.
     pub fn kind(&self) -> &'static str {
         match self {
-            Refusal::Ticket(e) => e.kind(),
+            ResolveError::Ticket(e) => e.kind(),
         }
     }
 }
@@ -63,8 +63,8 @@ impl Refusal {
 #[async_trait]
 pub trait TargetResolver: Send + Sync + fmt::Debug {
     /// # Errors
-    /// A [`Refusal`] saying why this request may not reach any target.
-    async fn resolve(&self, request: &ConsoleRequest<'_>) -> Result<Target, Refusal>;
+    /// A [`ResolveError`] saying why this request may not reach any target.
+    async fn resolve(&self, request: &ConsoleRequest<'_>) -> Result<Target, ResolveError>;
 }
 
 /// oVirt's way: the path is a ticket signed by the engine.
@@ -83,7 +83,7 @@ impl SignedTickets {
 
 #[async_trait]
 impl TargetResolver for SignedTickets {
-    async fn resolve(&self, request: &ConsoleRequest<'_>) -> Result<Target, Refusal> {
+    async fn resolve(&self, request: &ConsoleRequest<'_>) -> Result<Target, ResolveError> {
         Ok(self.verifier.verify(request.path, request.now)?.target)
     }
 }
