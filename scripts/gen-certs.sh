@@ -14,19 +14,27 @@ days=3650
 # A CA that signs the proxy's TLS certificate; browsers and test clients trust it.
 openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days "$days" \
   -subj "$org/CN=consolegate demo CA" -keyout ca.key -out ca.pem 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -sha256 -subj "$org/CN=localhost" \
-  -keyout proxy.key -out proxy.csr 2>/dev/null
-cat > proxy.ext <<EXT
+# The proxy's TLS certificate for localhost, signed by that CA.
+proxy_cert() {
+  openssl req -newkey rsa:2048 -nodes -sha256 -subj "$org/CN=localhost" \
+    -keyout "$1.key" -out "$1.csr" 2>/dev/null
+  cat > "$1.ext" <<EXT
 basicConstraints=CA:FALSE
 keyUsage=digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
 EXT
-openssl x509 -req -in proxy.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days "$days" \
-  -sha256 -extfile proxy.ext -out proxy.pem 2>/dev/null
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days "$days" \
+    -sha256 -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+  rm -f "$1.csr" "$1.ext" ca.srl
+}
+proxy_cert proxy
 # Upstream allows the key and chain inside SSL_CERTIFICATE: the same material in one file.
 cat proxy.pem ca.pem proxy.key > proxy-combined.pem
-rm -f proxy.csr proxy.ext ca.srl
+if [ "${DEMO_ONLY:-}" != 1 ]; then
+  # A second certificate for the same name, as after a renewal: the reload tests rotate to it.
+  proxy_cert proxy-rotated
+fi
 
 # The engine's ticket-signing key pair (oVirt's engine.cer / engine private key).
 engine() {

@@ -1,20 +1,31 @@
 //! The command line: `serve`, `check-config`, `ticket verify` and `ticket sign`. Each command
 //! returns its exit code; `main.rs` only parses arguments and exits.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::{self, ConfigError, RawConfig, Settings};
-use crate::proxy::{Notice, Proxy};
+use crate::proxy::{Notice, Proxy, Shared};
 use crate::target::Target;
 use crate::ticket::{TicketSigner, TicketVerifier};
 use crate::{logging, server, shutdown};
+
+/// `println!` that ignores a closed or full standard output (`check-config | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {{ let _ = writeln!(std::io::stdout(), $($arg)*); }};
+}
+
+/// `eprintln!` that ignores a closed or full standard error.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{ let _ = writeln!(std::io::stderr(), $($arg)*); }};
+}
 
 /// Exit code for a configuration that cannot be used (sysexits `EX_USAGE`, as linkerd).
 const EXIT_CONFIG: u8 = 64;
@@ -167,12 +178,12 @@ fn load(paths: &[PathBuf]) -> Loaded {
 }
 
 fn report_errors(errors: &[ConfigError]) {
-    eprintln!(
+    say_err!(
         "consolegate: the configuration has {} error(s):",
         errors.len()
     );
     for error in errors {
-        eprintln!("  error: {error}");
+        say_err!("  error: {error}");
     }
 }
 
@@ -180,22 +191,13 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
     let loaded = load(paths);
     let Some((proxy, notices)) = loaded.proxy else {
         for warning in &loaded.warnings {
-            eprintln!("  warning: {warning}");
+            say_err!("  warning: {warning}");
         }
         report_errors(&loaded.errors);
         return ExitCode::from(EXIT_CONFIG);
     };
     logging::init(proxy.settings.log_level);
-    for warning in &loaded.warnings {
-        warn!("configuration: {warning}");
-    }
-    for notice in &notices {
-        if notice.loud {
-            warn!("!!! {} !!!", notice.message);
-        } else {
-            warn!("{}", notice.message);
-        }
-    }
+    log_warnings(&loaded.warnings, &notices);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -204,9 +206,14 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let signals = match shutdown::StopSignals::install() {
-            Ok(signals) => signals,
-            Err(e) => {
+        // Registered before anything else: a signal arriving during start-up must not take
+        // its default action, which for SIGHUP and SIGTERM is to kill the process.
+        let (signals, hangups) = match (
+            shutdown::StopSignals::install(),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(signals), Ok(hangups)) => (signals, hangups),
+            (Err(e), _) | (_, Err(e)) => {
                 error!("cannot register signal handlers: {e}");
                 return ExitCode::from(EXIT_REFUSED);
             }
@@ -214,7 +221,7 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
         let listener = match server::bind(&proxy.settings).await {
             Ok(listener) => listener,
             Err(e) => {
-                error!(host = ?proxy.settings.proxy_host, port = proxy.settings.proxy_port, "cannot listen: {e}");
+                error!(host = %proxy.settings.proxy_host, port = proxy.settings.proxy_port, "cannot listen: {e}");
                 return ExitCode::from(EXIT_REFUSED);
             }
         };
@@ -226,25 +233,81 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
         };
         info!(
             version = env!("CARGO_PKG_VERSION"),
-            settings = %proxy.settings.summary(),
+            settings = %loaded.raw.print_lines().join(" "),
             "listening on {address} ({mode})"
         );
-        server::run(listener, Arc::new(proxy), signals.recv()).await;
+        let shared = Shared::new(proxy);
+        let reloader = tokio::spawn(reload_on_hangup(paths.to_vec(), shared.clone(), hangups));
+        server::run(listener, shared, signals.recv()).await;
+        reloader.abort();
         ExitCode::SUCCESS
     })
+}
+
+fn log_warnings(warnings: &[String], notices: &[Notice]) {
+    for warning in warnings {
+        warn!("configuration: {warning}");
+    }
+    for notice in notices {
+        if notice.loud {
+            warn!("!!! {} !!!", notice.message);
+        } else {
+            warn!("{}", notice.message);
+        }
+    }
+}
+
+/// SIGHUP re-reads every file (configuration, TLS certificate and key, engine certificates)
+/// and puts the result in force for new connections; open sessions are untouched. A
+/// configuration with any error is refused whole and the running one stays.
+async fn reload_on_hangup(paths: Vec<PathBuf>, shared: Arc<Shared>, mut hangups: Signal) {
+    while hangups.recv().await.is_some() {
+        info!("SIGHUP received: reloading the configuration");
+        let files = paths.clone();
+        let loaded = match tokio::task::spawn_blocking(move || load(&files)).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                error!("reload failed: {e}");
+                continue;
+            }
+        };
+        let Some((proxy, notices)) = loaded.proxy else {
+            for error in &loaded.errors {
+                error!("reload refused: {error}");
+            }
+            warn!(
+                errors = loaded.errors.len(),
+                "reload refused: the configuration in force stays unchanged"
+            );
+            continue;
+        };
+        log_warnings(&loaded.warnings, &notices);
+        let current = shared.current();
+        let (old, new) = (&current.settings, &proxy.settings);
+        if (&old.proxy_host, old.proxy_port, old.source_is_ipv6)
+            != (&new.proxy_host, new.proxy_port, new.source_is_ipv6)
+        {
+            warn!("PROXY_HOST, PROXY_PORT and SOURCE_IS_IPV6 changes take effect only after a restart");
+        }
+        if old.log_level != new.log_level {
+            warn!("LOG_LEVEL changes take effect only after a restart");
+        }
+        shared.replace(proxy);
+        info!(settings = %loaded.raw.print_lines().join(" "), "configuration reloaded");
+    }
 }
 
 fn check_config(paths: &[PathBuf]) -> ExitCode {
     let loaded = load(paths);
     for line in loaded.raw.print_lines() {
-        println!("{line}");
+        say!("{line}");
     }
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        say_err!("warning: {warning}");
     }
     if let Some((_, notices)) = &loaded.proxy {
         for notice in notices {
-            eprintln!(
+            say_err!(
                 "{}: {}",
                 if notice.loud { "WARNING" } else { "warning" },
                 notice.message
@@ -252,7 +315,7 @@ fn check_config(paths: &[PathBuf]) -> ExitCode {
         }
     }
     if loaded.errors.is_empty() {
-        eprintln!("configuration OK");
+        say_err!("configuration OK");
         ExitCode::SUCCESS
     } else {
         report_errors(&loaded.errors);
@@ -272,27 +335,27 @@ fn verify(
     {
         Ok(verifier) => verifier.accept_legacy_sha1(accept_legacy_sha1),
         Err(e) => {
-            eprintln!("consolegate: {}: {e}", cert.display());
+            say_err!("consolegate: {}: {e}", cert.display());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let ticket = match read_ticket(ticket) {
         Ok(ticket) => ticket,
         Err(e) => {
-            eprintln!("consolegate: cannot read the ticket: {e}");
+            say_err!("consolegate: cannot read the ticket: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     match verifier.verify(&ticket, now.unwrap_or_else(Utc::now)) {
         Ok(verified) => {
-            println!("{}", verified.target);
-            println!("ssl_target={}", verified.target.ssl_target);
-            println!("valid_from={}", verified.valid_from.to_rfc3339());
-            println!("valid_to={}", verified.valid_to.to_rfc3339());
+            say!("{}", verified.target);
+            say!("ssl_target={}", verified.target.ssl_target);
+            say!("valid_from={}", verified.valid_from.to_rfc3339());
+            say!("valid_to={}", verified.valid_to.to_rfc3339());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("refused: {e}");
+            say!("refused: {e}");
             ExitCode::from(EXIT_REFUSED)
         }
     }
@@ -327,7 +390,7 @@ fn sign(
         });
     match signer {
         Ok(signer) => {
-            println!(
+            say!(
                 "{}",
                 signer.sign(
                     &target,
@@ -338,7 +401,7 @@ fn sign(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
+            say_err!(
                 "consolegate: cannot sign with {} and {}: {e}",
                 key.display(),
                 cert.display()

@@ -1,5 +1,6 @@
-//! Opening the TCP connection to a console target: resolve the name, try every address in
-//! turn within one deadline, and tune the socket like the browser side.
+//! Opening the TCP connection to a console target: resolve the name, let the target policy
+//! pick the addresses, try each in turn within one deadline, and tune the socket like the
+//! browser side.
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,33 +34,56 @@ impl ConnectError {
     }
 }
 
-/// Connects to `target` within `timeout`, trying each resolved address in order.
+/// The addresses `target` resolves to, by the deadline.
+///
+/// # Errors
+/// The name does not resolve, resolves to nothing, or not in time.
+pub async fn resolve(
+    target: &Target,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, ConnectError> {
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let addrs: Vec<SocketAddr> = tokio::time::timeout_at(deadline, lookup)
+        .await
+        .map_err(|_| ConnectError::TimedOut {
+            target: target.to_string(),
+            after: timeout,
+        })?
+        .map_err(|source| ConnectError::Resolve {
+            host: target.host.clone(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ConnectError::NoAddress {
+            host: target.host.clone(),
+        });
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of `addrs` that answers, by the deadline.
 ///
 /// # Errors
 /// The last address's failure, or [`ConnectError::TimedOut`] once the deadline passes.
-pub async fn connect(target: &Target, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let deadline = Instant::now() + timeout;
-    let timed_out = || ConnectError::TimedOut {
-        target: target.to_string(),
-        after: timeout,
-    };
-    let addrs: Vec<SocketAddr> = tokio::time::timeout_at(
-        deadline,
-        tokio::net::lookup_host((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| timed_out())?
-    .map_err(|source| ConnectError::Resolve {
-        host: target.host.clone(),
-        source,
-    })?
-    .collect();
+pub async fn connect_any(
+    target: &Target,
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
     let mut last_error = ConnectError::NoAddress {
         host: target.host.clone(),
     };
-    for addr in addrs {
+    for &addr in addrs {
         match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(timed_out()),
+            Err(_) => {
+                return Err(ConnectError::TimedOut {
+                    target: target.to_string(),
+                    after: timeout,
+                })
+            }
             Ok(Ok(stream)) => {
                 tune(&stream);
                 return Ok(stream);

@@ -9,7 +9,9 @@
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod limits;
 pub mod logging;
+pub mod policy;
 pub mod proxy;
 pub mod refusal;
 pub mod relay;

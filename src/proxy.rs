@@ -6,11 +6,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use chrono::Utc;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, RawConfig, Settings};
+use crate::limits::Limits;
 use crate::target::{SignedTickets, TargetResolver};
 use crate::ticket::TicketVerifier;
 use crate::tls::{self, CertSummary};
@@ -31,6 +33,41 @@ impl std::fmt::Debug for Proxy {
             .field("tls", &self.tls.is_some())
             .field("resolver", &self.resolver)
             .finish_non_exhaustive()
+    }
+}
+
+/// The configuration in force plus what outlives reloads (open-session counters). A reload
+/// swaps the [`Proxy`] atomically: connections already accepted keep the one they started with.
+#[derive(Debug)]
+pub struct Shared {
+    proxy: ArcSwap<Proxy>,
+    pub limits: Arc<Limits>,
+}
+
+impl Shared {
+    pub fn new(proxy: Proxy) -> Arc<Shared> {
+        let limits = Limits::new(
+            proxy.settings.max_sessions,
+            proxy.settings.max_sessions_per_client,
+        );
+        Arc::new(Shared {
+            proxy: ArcSwap::from_pointee(proxy),
+            limits,
+        })
+    }
+
+    /// The configuration new connections use.
+    pub fn current(&self) -> Arc<Proxy> {
+        self.proxy.load_full()
+    }
+
+    /// Puts a new configuration in force for new connections and new sessions.
+    pub fn replace(&self, proxy: Proxy) {
+        self.limits.set(
+            proxy.settings.max_sessions,
+            proxy.settings.max_sessions_per_client,
+        );
+        self.proxy.store(Arc::new(proxy));
     }
 }
 
@@ -110,7 +147,7 @@ impl Proxy {
             Some(resolver) if errors.is_empty() => {
                 let ws_config = WebSocketConfig::default()
                     .max_message_size(Some(settings.ws_max_message_size))
-                    .max_frame_size(Some(settings.ws_max_message_size));
+                    .max_frame_size(Some(settings.ws_max_frame_size));
                 Ok((
                     Proxy {
                         settings: Arc::new(settings),

@@ -5,6 +5,8 @@
 use hyper::StatusCode;
 
 use crate::connect::ConnectError;
+use crate::limits::LimitError;
+use crate::policy::PolicyError;
 use crate::target::ResolveError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +15,14 @@ pub enum Refusal {
     Subprotocol { offered: Vec<String> },
     #[error("bad websocket handshake: {0}")]
     Handshake(String),
+    #[error("origin {origin:?} is not in ALLOWED_ORIGINS")]
+    Origin { origin: Option<String> },
+    #[error("{0}")]
+    Limit(#[from] LimitError),
     #[error("{0}")]
     Resolve(#[from] ResolveError),
+    #[error("target not allowed: {0}")]
+    Policy(#[from] PolicyError),
     #[error("{0}")]
     Connect(#[from] ConnectError),
 }
@@ -25,7 +33,10 @@ impl Refusal {
         match self {
             Refusal::Subprotocol { .. } => "subprotocol",
             Refusal::Handshake(_) => "bad_handshake",
+            Refusal::Origin { .. } => "origin_not_allowed",
+            Refusal::Limit(e) => e.kind(),
             Refusal::Resolve(e) => e.kind(),
+            Refusal::Policy(e) => e.kind(),
             Refusal::Connect(e) => e.kind(),
         }
     }
@@ -34,7 +45,10 @@ impl Refusal {
     pub fn stage(&self) -> &'static str {
         match self {
             Refusal::Subprotocol { .. } | Refusal::Handshake(_) => "websocket handshake",
+            Refusal::Origin { .. } => "origin",
+            Refusal::Limit(_) => "limit",
             Refusal::Resolve(_) => "ticket",
+            Refusal::Policy(_) => "target policy",
             Refusal::Connect(_) => "target unreachable",
         }
     }
@@ -43,7 +57,11 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::Subprotocol { .. } | Refusal::Handshake(_) => StatusCode::BAD_REQUEST,
-            Refusal::Resolve(_) => StatusCode::FORBIDDEN,
+            Refusal::Origin { .. } | Refusal::Resolve(_) | Refusal::Policy(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Refusal::Limit(LimitError::TooManySessions { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Limit(LimitError::TooManyForClient { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Connect(ConnectError::TimedOut { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Connect(_) => StatusCode::BAD_GATEWAY,
         }
@@ -54,7 +72,10 @@ impl Refusal {
         match self {
             Refusal::Subprotocol { .. } => "unsupported websocket subprotocol: use \"binary\"",
             Refusal::Handshake(_) => "bad websocket handshake",
+            Refusal::Origin { .. } => "consoles cannot be opened from this page",
+            Refusal::Limit(_) => "too many console sessions, try again later",
             Refusal::Resolve(_) => "console ticket refused",
+            Refusal::Policy(_) => "console target not allowed",
             Refusal::Connect(_) => "console unreachable",
         }
     }

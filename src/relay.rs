@@ -6,6 +6,7 @@
 //! has been written to the other, so a slow browser stalls the target, never memory.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,6 +16,7 @@ use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{self, Message};
 use hyper_tungstenite::WebSocketStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes read from the target per message: large enough for a framebuffer update to cross in
@@ -23,6 +25,15 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// How long to wait for the browser's close reply or the last flush before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Per-session limits, from the settings at the time the session started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Close when no byte has moved either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close after this long whatever happens.
+    pub max_duration: Option<Duration>,
+}
 
 /// Who ended a session, for its summary line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +44,19 @@ pub enum ClosedBy {
     ClientGone(String),
     /// The browser sent a text frame; answered with 1003.
     ClientSentText,
+    /// The browser sent a frame or message over `WS_MAX_FRAME_SIZE`/`WS_MAX_MESSAGE_SIZE`;
+    /// answered with 1009.
+    ClientTooBig(String),
     /// The target closed its connection; the browser got 1000 "Target closed".
     Target,
     /// Reading from or writing to the target failed; the browser got 1011.
     TargetError(String),
     /// The proxy is shutting down; the browser got 1001.
     Shutdown,
+    /// No traffic for `SESSION_IDLE_TIMEOUT`; the browser got 1001.
+    IdleTimeout,
+    /// `SESSION_MAX_DURATION` reached; the browser got 1001.
+    MaxDuration,
 }
 
 impl fmt::Display for ClosedBy {
@@ -47,9 +65,12 @@ impl fmt::Display for ClosedBy {
             ClosedBy::Client(code) => write!(f, "client (close {code})"),
             ClosedBy::ClientGone(why) => write!(f, "client gone ({why})"),
             ClosedBy::ClientSentText => f.write_str("proxy (client sent a text frame, close 1003)"),
+            ClosedBy::ClientTooBig(why) => write!(f, "proxy (client {why}, close 1009)"),
             ClosedBy::Target => f.write_str("target"),
             ClosedBy::TargetError(why) => write!(f, "target error ({why})"),
             ClosedBy::Shutdown => f.write_str("proxy shutdown"),
+            ClosedBy::IdleTimeout => f.write_str("proxy (SESSION_IDLE_TIMEOUT)"),
+            ClosedBy::MaxDuration => f.write_str("proxy (SESSION_MAX_DURATION)"),
         }
     }
 }
@@ -66,6 +87,7 @@ pub struct SessionStats {
 pub async fn run<S, T>(
     ws: WebSocketStream<S>,
     target: T,
+    options: Options,
     shutdown: CancellationToken,
 ) -> SessionStats
 where
@@ -76,6 +98,10 @@ where
     let (mut target_rx, mut target_tx) = tokio::io::split(target);
     let mut bytes_to_target = 0u64;
     let mut bytes_to_client = 0u64;
+    let started = Instant::now();
+    // Milliseconds since `started` of the last byte moved either way, shared by both halves.
+    let last_activity = AtomicU64::new(0);
+    let touch = || last_activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
 
     let client_to_target = async {
         while let Some(message) = ws_rx.next().await {
@@ -85,12 +111,16 @@ where
                         return ClosedBy::TargetError(format!("write: {e}"));
                     }
                     bytes_to_target += data.len() as u64;
+                    touch();
                 }
                 Ok(Message::Text(_)) => return ClosedBy::ClientSentText,
                 Ok(Message::Close(frame)) => {
                     return ClosedBy::Client(frame.map_or(1005, |f| u16::from(f.code)))
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Err(tungstenite::Error::Capacity(e)) => {
+                    return ClosedBy::ClientTooBig(e.to_string())
+                }
                 Err(e) => return ClosedBy::ClientGone(client_error(&e)),
             }
         }
@@ -108,15 +138,38 @@ where
                         return ClosedBy::ClientGone(client_error(&e));
                     }
                     bytes_to_client += n as u64;
+                    touch();
                 }
                 Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
             }
         }
     };
 
+    let idle = async {
+        let Some(limit) = options.idle_timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
+            let deadline = started + last + limit;
+            if Instant::now() >= deadline {
+                return ClosedBy::IdleTimeout;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    let expiry = async {
+        match options.max_duration {
+            Some(limit) => tokio::time::sleep_until(started + limit).await,
+            None => std::future::pending().await,
+        }
+    };
+
     let closed_by = tokio::select! {
         end = client_to_target => end,
         end = target_to_client => end,
+        end = idle => end,
+        () = expiry => ClosedBy::MaxDuration,
         () = shutdown.cancelled() => ClosedBy::Shutdown,
     };
 
@@ -130,9 +183,12 @@ where
         // tungstenite has queued the echo of the client's close frame; flushing sends it.
         ClosedBy::Client(_) | ClosedBy::ClientGone(_) => None,
         ClosedBy::ClientSentText => Some(close(CloseCode::Unsupported, "Binary frames only")),
+        ClosedBy::ClientTooBig(_) => Some(close(CloseCode::Size, "Message too big")),
         ClosedBy::Target => Some(close(CloseCode::Normal, "Target closed")),
         ClosedBy::TargetError(_) => Some(close(CloseCode::Error, "Target connection failed")),
         ClosedBy::Shutdown => Some(close(CloseCode::Away, "Proxy shutting down")),
+        ClosedBy::IdleTimeout => Some(close(CloseCode::Away, "Idle timeout")),
+        ClosedBy::MaxDuration => Some(close(CloseCode::Away, "Session time limit reached")),
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         let sent_close = match goodbye {

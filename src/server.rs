@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,14 +28,11 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ListenHost, Settings};
 use crate::connect;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Shared};
 use crate::{session, ticket};
 
 /// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-
-/// Room for the request line and headers; a 4096-bit ticket in the path is about 4 KB.
-const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// Bound on the final wait once sessions have been told to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -75,15 +73,16 @@ pub async fn bind(settings: &Settings) -> io::Result<TcpListener> {
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then drains.
-pub async fn run(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
     let draining = CancellationToken::new();
     let closing = CancellationToken::new();
     let context = Arc::new(Context {
-        proxy: proxy.clone(),
+        shared: shared.clone(),
         tracker: tracker.clone(),
         draining: draining.clone(),
         closing: closing.clone(),
+        handshakes: AtomicUsize::new(0),
     });
 
     tokio::pin!(shutdown);
@@ -102,7 +101,7 @@ pub async fn run(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future
     drop(listener);
     draining.cancel();
     tracker.close();
-    let grace = proxy.settings.shutdown_grace_period;
+    let grace = shared.current().settings.shutdown_grace_period;
     info!(open_connections = tracker.len(), grace_period = ?grace, "shutting down: no longer accepting");
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         info!(
@@ -137,17 +136,42 @@ async fn handle_accept_error(error: io::Error) {
 }
 
 struct Context {
-    proxy: Arc<Proxy>,
+    /// The current configuration; each connection takes a snapshot when accepted, so a
+    /// reload never changes the rules under a connection already in progress.
+    shared: Arc<Shared>,
     tracker: TaskTracker,
     /// Fired when shutdown starts: connections still in their HTTP phase finish and close.
     draining: CancellationToken,
     /// Fired when the grace period ends: relaying sessions close with 1001.
     closing: CancellationToken,
+    /// Connections in their TLS or HTTP phase, bounded by `MAX_HANDSHAKES`.
+    handshakes: AtomicUsize,
+}
+
+/// Counts one connection in its handshake phase for as long as it lives.
+struct HandshakeSlot<'a>(&'a AtomicUsize);
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn handle_connection(stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
+    let proxy = context.shared.current();
+    let settings = &proxy.settings;
+    let _slot = HandshakeSlot(&context.handshakes);
+    let in_handshake = context.handshakes.fetch_add(1, Ordering::Relaxed);
+    debug!(in_handshake, "connection accepted");
+    if in_handshake >= settings.max_handshakes {
+        // A flood of connections that never finish must not starve real browsers of
+        // descriptors and memory: shed the excess at once.
+        return debug!(
+            max = settings.max_handshakes,
+            "MAX_HANDSHAKES reached; connection closed"
+        );
+    }
     connect::tune(&stream);
-    let settings = &context.proxy.settings;
     let deadline = Instant::now() + settings.handshake_timeout;
 
     let first = match tokio::time::timeout_at(deadline, first_byte(&stream)).await {
@@ -158,19 +182,19 @@ async fn handle_connection(stream: TcpStream, peer: SocketAddr, context: Arc<Con
     };
 
     if first == TLS_HANDSHAKE_RECORD {
-        let Some(acceptor) = &context.proxy.tls else {
+        let Some(acceptor) = &proxy.tls else {
             return warn!("TLS connection refused: no SSL_CERTIFICATE is configured");
         };
         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Err(_) => warn!("TLS handshake not done within HANDSHAKE_TIMEOUT; closed"),
             Ok(Err(e)) => warn!(error = %e, "TLS handshake failed"),
-            Ok(Ok(tls)) => serve_http(tls, peer, true, deadline, context.clone()).await,
+            Ok(Ok(tls)) => serve_http(tls, peer, true, deadline, &context, &proxy).await,
         }
     } else if settings.ssl_only {
         warn!("plain connection refused: SSL_ONLY is set, use wss://");
         refuse_plain(stream).await;
     } else {
-        serve_http(stream, peer, false, deadline, context.clone()).await;
+        serve_http(stream, peer, false, deadline, &context, &proxy).await;
     }
 }
 
@@ -197,14 +221,20 @@ async fn refuse_plain(mut stream: TcpStream) {
 }
 
 /// One HTTP/1.1 request per connection: the WebSocket upgrade, or a short refusal.
-async fn serve_http<I>(io: I, peer: SocketAddr, tls: bool, deadline: Instant, context: Arc<Context>)
-where
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    deadline: Instant,
+    context: &Arc<Context>,
+    proxy: &Arc<Proxy>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service_context = context.clone();
+    let (service_context, service_proxy) = (context.clone(), proxy.clone());
     let service = service_fn(move |request| {
-        let context = service_context.clone();
-        async move { Ok::<_, Infallible>(handle_request(request, peer, tls, &context).await) }
+        let (context, proxy) = (service_context.clone(), service_proxy.clone());
+        async move { Ok::<_, Infallible>(handle_request(request, peer, tls, &context, &proxy).await) }
     });
     let header_timeout = deadline
         .saturating_duration_since(Instant::now())
@@ -212,7 +242,7 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_buf_size(proxy.settings.max_request_header_size)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -233,6 +263,7 @@ async fn handle_request(
     peer: SocketAddr,
     tls: bool,
     context: &Arc<Context>,
+    proxy: &Arc<Proxy>,
 ) -> Response<Full<Bytes>> {
     let request_id = new_request_id();
     if !hyper_tungstenite::is_upgrade_request(&request) {
@@ -260,7 +291,7 @@ async fn handle_request(
         client: peer,
         tls,
     };
-    match session::prepare(&mut request, &console, &context.proxy).await {
+    match session::prepare(&mut request, &console, proxy, &context.shared.limits).await {
         Ok((response, session)) => {
             let closing = context.closing.clone();
             context.tracker.spawn(session.run(closing));

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Request, Response};
 use hyper_tungstenite::HyperWebsocket;
 use tokio::net::TcpStream;
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+use crate::limits::{Limits, SessionPermit};
 use crate::proxy::Proxy;
 use crate::refusal::Refusal;
 use crate::target::{ConsoleRequest, Target};
@@ -37,24 +38,34 @@ pub struct Session {
     target: Target,
     target_stream: TcpStream,
     websocket: HyperWebsocket,
+    options: relay::Options,
+    /// Holds the session's slot under `MAX_SESSIONS` until the session ends.
+    _permit: SessionPermit,
 }
 
 /// Runs every check and connects to the target; on success returns the `101` response and
 /// the session to run once hyper hands over the upgraded connection.
 ///
+/// The order is cheapest first, and nothing touches the network before the ticket and the
+/// target policy have both said yes.
+///
 /// # Errors
-/// A [`Refusal`]; nothing has been opened towards any target unless the refusal is the
-/// upgrade itself failing after connect.
+/// A [`Refusal`]; no connection to any target is open when it returns one.
 pub async fn prepare(
     request: &mut Request<Incoming>,
     console: &Console,
     proxy: &Arc<Proxy>,
+    limits: &Arc<Limits>,
 ) -> Result<(Response<Full<Bytes>>, Session), Refusal> {
+    let settings = &proxy.settings;
     let binary = match offered_subprotocols(request) {
         None => false,
         Some(offered) if offered.iter().any(|p| p == "binary") => true,
         Some(offered) => return Err(Refusal::Subprotocol { offered }),
     };
+    check_origin(request, &settings.allowed_origins)?;
+    let permit = limits.try_acquire(console.client.ip())?;
+
     let path = request.uri().path().trim_start_matches('/');
     let credential = ticket::fingerprint(path);
     let console_request = ConsoleRequest {
@@ -64,7 +75,15 @@ pub async fn prepare(
         now: Utc::now(),
     };
     let target = proxy.resolver.resolve(&console_request).await?;
-    let target_stream = connect::connect(&target, proxy.settings.target_connect_timeout).await?;
+
+    let policy = &settings.target_policy;
+    policy.check_before_resolution(&target)?;
+    let timeout = settings.target_connect_timeout;
+    let deadline = Instant::now() + timeout;
+    let resolved = connect::resolve(&target, deadline, timeout).await?;
+    let allowed = policy.allowed_addresses(&target, &resolved)?;
+    let target_stream = connect::connect_any(&target, &allowed, deadline, timeout).await?;
+
     let (mut response, websocket) = hyper_tungstenite::upgrade(request, Some(proxy.ws_config))
         .map_err(|e| Refusal::Handshake(e.to_string()))?;
     if binary {
@@ -72,14 +91,37 @@ pub async fn prepare(
             .headers_mut()
             .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
     }
+    let options = relay::Options {
+        idle_timeout: settings.session_idle_timeout,
+        max_duration: settings.session_max_duration,
+    };
     let session = Session {
         console: console.clone(),
         credential,
         target,
         target_stream,
         websocket,
+        options,
+        _permit: permit,
     };
     Ok((response, session))
+}
+
+/// With an allow-list, the browser's `Origin` must be on it; browsers always send one on
+/// WebSocket requests, so a missing header is refused too.
+fn check_origin<B>(request: &Request<B>, allowed: &[String]) -> Result<(), Refusal> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let origin = request
+        .headers()
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_end_matches('/').to_ascii_lowercase());
+    match origin {
+        Some(origin) if allowed.contains(&origin) => Ok(()),
+        origin => Err(Refusal::Origin { origin }),
+    }
 }
 
 impl Session {
@@ -91,6 +133,8 @@ impl Session {
             target,
             target_stream,
             websocket,
+            options,
+            _permit,
         } = self;
         let span = tracing::info_span!("session", request_id = %console.request_id, %target);
         async move {
@@ -101,7 +145,7 @@ impl Session {
             let scheme = if console.tls { "wss" } else { "ws" };
             info!(client = %console.client, ticket = %credential, scheme, ssl_target = target.ssl_target, "session started");
             let started = Instant::now();
-            let stats = relay::run(websocket, target_stream, closing).await;
+            let stats = relay::run(websocket, target_stream, options, closing).await;
             info!(
                 client = %console.client,
                 bytes_to_target = stats.bytes_to_target,

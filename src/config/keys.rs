@@ -37,6 +37,28 @@ pub const TARGET_CONNECT_TIMEOUT: &str = "TARGET_CONNECT_TIMEOUT";
 pub const SHUTDOWN_GRACE_PERIOD: &str = "SHUTDOWN_GRACE_PERIOD";
 /// Largest WebSocket message accepted.
 pub const WS_MAX_MESSAGE_SIZE: &str = "WS_MAX_MESSAGE_SIZE";
+/// Largest WebSocket frame accepted.
+pub const WS_MAX_FRAME_SIZE: &str = "WS_MAX_FRAME_SIZE";
+/// Hosts and networks a ticket may reach.
+pub const TARGET_ALLOW_HOSTS: &str = "TARGET_ALLOW_HOSTS";
+/// Hosts and networks no ticket may reach.
+pub const TARGET_DENY_HOSTS: &str = "TARGET_DENY_HOSTS";
+/// Ports a ticket may reach.
+pub const TARGET_ALLOW_PORTS: &str = "TARGET_ALLOW_PORTS";
+/// Sessions open at once, in total.
+pub const MAX_SESSIONS: &str = "MAX_SESSIONS";
+/// Sessions open at once from one client address.
+pub const MAX_SESSIONS_PER_CLIENT: &str = "MAX_SESSIONS_PER_CLIENT";
+/// Connections still in their TLS or HTTP phase at once.
+pub const MAX_HANDSHAKES: &str = "MAX_HANDSHAKES";
+/// Largest HTTP request head.
+pub const MAX_REQUEST_HEADER_SIZE: &str = "MAX_REQUEST_HEADER_SIZE";
+/// A session with no traffic either way for this long is closed.
+pub const SESSION_IDLE_TIMEOUT: &str = "SESSION_IDLE_TIMEOUT";
+/// A session is closed after this long, whatever it does.
+pub const SESSION_MAX_DURATION: &str = "SESSION_MAX_DURATION";
+/// Browser origins allowed to open consoles.
+pub const ALLOWED_ORIGINS: &str = "ALLOWED_ORIGINS";
 /// Log verbosity.
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 
@@ -152,8 +174,74 @@ pub const KEYS: &[KeyDef] = &[
     },
     KeyDef {
         name: WS_MAX_MESSAGE_SIZE,
-        default: "16777216",
-        doc: "largest WebSocket message in bytes, at least 1024",
+        default: "4194304",
+        doc: "largest WebSocket message from a browser in bytes, at least 1024",
+        secret: false,
+    },
+    KeyDef {
+        name: WS_MAX_FRAME_SIZE,
+        default: "1048576",
+        doc: "largest WebSocket frame from a browser in bytes, at least 1024",
+        secret: false,
+    },
+    KeyDef {
+        name: TARGET_ALLOW_HOSTS,
+        default: "*",
+        doc: "hosts a ticket may reach: *, addresses, networks (CIDR), host names, *.domain",
+        secret: false,
+    },
+    KeyDef {
+        name: TARGET_DENY_HOSTS,
+        default: "",
+        doc: "hosts no ticket may reach, whatever TARGET_ALLOW_HOSTS says",
+        secret: false,
+    },
+    KeyDef {
+        name: TARGET_ALLOW_PORTS,
+        default: "5900-65535",
+        doc: "ports a ticket may reach: ports and ranges",
+        secret: false,
+    },
+    KeyDef {
+        name: MAX_SESSIONS,
+        default: "10000",
+        doc: "sessions open at once; more get 503",
+        secret: false,
+    },
+    KeyDef {
+        name: MAX_SESSIONS_PER_CLIENT,
+        default: "100",
+        doc: "sessions open at once from one client address; more get 429",
+        secret: false,
+    },
+    KeyDef {
+        name: MAX_HANDSHAKES,
+        default: "1024",
+        doc: "connections in their TLS/HTTP phase at once; more are closed at once",
+        secret: false,
+    },
+    KeyDef {
+        name: MAX_REQUEST_HEADER_SIZE,
+        default: "32768",
+        doc: "largest HTTP request head in bytes (8192 or more); larger gets 431",
+        secret: false,
+    },
+    KeyDef {
+        name: SESSION_IDLE_TIMEOUT,
+        default: "0",
+        doc: "close a session with no traffic either way for this long; 0 = never",
+        secret: false,
+    },
+    KeyDef {
+        name: SESSION_MAX_DURATION,
+        default: "0",
+        doc: "close a session after this long; 0 = never",
+        secret: false,
+    },
+    KeyDef {
+        name: ALLOWED_ORIGINS,
+        default: "",
+        doc: "browser origins (scheme://host[:port]) allowed to open consoles; empty = any",
         secret: false,
     },
     KeyDef {

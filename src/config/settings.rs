@@ -4,18 +4,21 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::Level;
 
 use super::keys::{
-    key_def, CERT_FOR_DATA_VERIFICATION, HANDSHAKE_TIMEOUT, LOG_LEVEL, PROXY_HOST, PROXY_PORT,
-    SHUTDOWN_GRACE_PERIOD, SOURCE_IS_IPV6, SSL_CERTIFICATE, SSL_CIPHERS, SSL_KEY, SSL_MIN_VERSION,
-    SSL_ONLY, TARGET_CONNECT_TIMEOUT, TICKET_ACCEPT_LEGACY_SHA1, TICKET_CLOCK_SKEW, TRACE_ENABLE,
-    TRACE_FILE, WS_MAX_MESSAGE_SIZE,
+    key_def, ALLOWED_ORIGINS, CERT_FOR_DATA_VERIFICATION, HANDSHAKE_TIMEOUT, LOG_LEVEL,
+    MAX_HANDSHAKES, MAX_REQUEST_HEADER_SIZE, MAX_SESSIONS, MAX_SESSIONS_PER_CLIENT, PROXY_HOST,
+    PROXY_PORT, SESSION_IDLE_TIMEOUT, SESSION_MAX_DURATION, SHUTDOWN_GRACE_PERIOD, SOURCE_IS_IPV6,
+    SSL_CERTIFICATE, SSL_CIPHERS, SSL_KEY, SSL_MIN_VERSION, SSL_ONLY, TARGET_ALLOW_HOSTS,
+    TARGET_ALLOW_PORTS, TARGET_CONNECT_TIMEOUT, TARGET_DENY_HOSTS, TICKET_ACCEPT_LEGACY_SHA1,
+    TICKET_CLOCK_SKEW, TRACE_ENABLE, TRACE_FILE, WS_MAX_FRAME_SIZE, WS_MAX_MESSAGE_SIZE,
 };
 use super::{ConfigError, ConfigWarning, Entry, RawConfig};
+use crate::policy::{parse_host_rules, parse_port_ranges, TargetPolicy};
 
 /// Smallest `WS_MAX_MESSAGE_SIZE`: below it even a console's first frames may not fit.
 const MIN_MESSAGE_SIZE: usize = 1024;
@@ -65,7 +68,7 @@ pub struct InvalidValue {
 }
 
 impl InvalidValue {
-    fn new(value: &str, expected: &'static str) -> InvalidValue {
+    pub fn new(value: &str, expected: &'static str) -> InvalidValue {
         InvalidValue {
             value: value.to_owned(),
             expected,
@@ -174,6 +177,53 @@ pub fn parse_message_size(value: &str) -> Result<usize, InvalidValue> {
         .ok_or_else(|| InvalidValue::new(value, "a size in bytes of at least 1024"))
 }
 
+/// Reads a limit: a whole number of at least 1.
+pub fn parse_count(value: &str) -> Result<usize, InvalidValue> {
+    value
+        .parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| InvalidValue::new(value, "a whole number of at least 1"))
+}
+
+/// Reads `MAX_REQUEST_HEADER_SIZE`: hyper needs at least 8 KiB to read any request.
+pub fn parse_header_size(value: &str) -> Result<usize, InvalidValue> {
+    value
+        .parse()
+        .ok()
+        .filter(|&size| size >= 8192)
+        .ok_or_else(|| InvalidValue::new(value, "a size in bytes of at least 8192"))
+}
+
+/// Reads a duration where `0` means "off".
+pub fn parse_optional_duration(value: &str) -> Result<Option<Duration>, InvalidValue> {
+    parse_duration(value).map(|d| (!d.is_zero()).then_some(d))
+}
+
+/// Reads `ALLOWED_ORIGINS`: `scheme://host[:port]` entries separated by commas or blanks.
+pub fn parse_origins(value: &str) -> Result<Vec<String>, InvalidValue> {
+    value
+        .split([',', ' ', '\t'])
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+            let well_formed = ["http://", "https://"].iter().any(|scheme| {
+                origin
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+            });
+            if well_formed {
+                Ok(origin)
+            } else {
+                Err(InvalidValue::new(
+                    &origin,
+                    "an origin like https://portal.example.com[:port]",
+                ))
+            }
+        })
+        .collect()
+}
+
 /// Reads `LOG_LEVEL`, any case.
 pub fn parse_log_level(value: &str) -> Result<Level, InvalidValue> {
     match value.to_ascii_lowercase().as_str() {
@@ -220,6 +270,17 @@ pub struct Settings {
     pub target_connect_timeout: Duration,
     pub shutdown_grace_period: Duration,
     pub ws_max_message_size: usize,
+    pub ws_max_frame_size: usize,
+    pub target_policy: TargetPolicy,
+    pub max_sessions: usize,
+    pub max_sessions_per_client: usize,
+    pub max_handshakes: usize,
+    pub max_request_header_size: usize,
+    /// `None`: sessions may idle forever (heartbeats still detect dead browsers).
+    pub session_idle_timeout: Option<Duration>,
+    pub session_max_duration: Option<Duration>,
+    /// Lowercased `scheme://host[:port]`; empty: any origin.
+    pub allowed_origins: Vec<String>,
     pub log_level: Level,
 }
 
@@ -256,6 +317,19 @@ impl Settings {
             target_connect_timeout: keys.parse(TARGET_CONNECT_TIMEOUT, parse_duration),
             shutdown_grace_period: keys.parse(SHUTDOWN_GRACE_PERIOD, parse_duration),
             ws_max_message_size: keys.parse(WS_MAX_MESSAGE_SIZE, parse_message_size),
+            ws_max_frame_size: keys.parse(WS_MAX_FRAME_SIZE, parse_message_size),
+            target_policy: TargetPolicy {
+                allow_hosts: keys.parse(TARGET_ALLOW_HOSTS, parse_host_rules),
+                deny_hosts: keys.parse(TARGET_DENY_HOSTS, parse_host_rules),
+                allow_ports: keys.parse(TARGET_ALLOW_PORTS, parse_port_ranges),
+            },
+            max_sessions: keys.parse(MAX_SESSIONS, parse_count),
+            max_sessions_per_client: keys.parse(MAX_SESSIONS_PER_CLIENT, parse_count),
+            max_handshakes: keys.parse(MAX_HANDSHAKES, parse_count),
+            max_request_header_size: keys.parse(MAX_REQUEST_HEADER_SIZE, parse_header_size),
+            session_idle_timeout: keys.parse(SESSION_IDLE_TIMEOUT, parse_optional_duration),
+            session_max_duration: keys.parse(SESSION_MAX_DURATION, parse_optional_duration),
+            allowed_origins: keys.parse(ALLOWED_ORIGINS, parse_origins),
             log_level: keys.parse(LOG_LEVEL, parse_log_level),
         };
         check_cross_fields(&settings, &mut keys);
@@ -265,38 +339,6 @@ impl Settings {
             Err(keys.errors)
         }
     }
-
-    /// A one-line, secret-free summary for the start-up log line: `key=value` pairs.
-    pub fn summary(&self) -> String {
-        format!(
-            "proxy_host={} proxy_port={} source_is_ipv6={} ssl_certificate={} ssl_key={} \
-             ssl_only={} ssl_min_version={} ssl_ciphers={} cert_for_data_verification={} \
-             ticket_accept_legacy_sha1={} ticket_clock_skew={:?} handshake_timeout={:?} \
-             target_connect_timeout={:?} shutdown_grace_period={:?} ws_max_message_size={} \
-             log_level={}",
-            self.proxy_host,
-            self.proxy_port,
-            self.source_is_ipv6,
-            show_path(self.ssl_certificate.as_deref()),
-            show_path(self.ssl_key.as_deref()),
-            self.ssl_only,
-            self.ssl_min_version,
-            self.ssl_ciphers,
-            self.cert_for_data_verification.display(),
-            self.ticket_accept_legacy_sha1,
-            self.ticket_clock_skew,
-            self.handshake_timeout,
-            self.target_connect_timeout,
-            self.shutdown_grace_period,
-            self.ws_max_message_size,
-            self.log_level.as_str().to_ascii_lowercase(),
-        )
-    }
-}
-
-/// A path for [`Settings::summary`]; an unset one shows as `none`.
-fn show_path(path: Option<&Path>) -> impl fmt::Display + '_ {
-    path.map_or("none".into(), Path::to_string_lossy)
 }
 
 /// Checks between keys, each valid alone. Runs even when some keys failed to parse
@@ -420,6 +462,7 @@ impl<'a> KeyReader<'a> {
 mod tests {
     use super::*;
     use crate::config::Origin;
+    use crate::policy::{HostRule, PortRange};
 
     const ENGINE_CERT: (&str, &str) = (
         CERT_FOR_DATA_VERIFICATION,
@@ -461,10 +504,67 @@ mod tests {
                 handshake_timeout: Duration::from_secs(10),
                 target_connect_timeout: Duration::from_secs(10),
                 shutdown_grace_period: Duration::from_secs(30),
-                ws_max_message_size: 16 * 1024 * 1024,
+                ws_max_message_size: 4 * 1024 * 1024,
+                ws_max_frame_size: 1024 * 1024,
+                target_policy: TargetPolicy {
+                    allow_hosts: vec![HostRule::Any],
+                    deny_hosts: vec![],
+                    allow_ports: vec![PortRange {
+                        first: 5900,
+                        last: 65535
+                    }],
+                },
+                max_sessions: 10_000,
+                max_sessions_per_client: 100,
+                max_handshakes: 1024,
+                max_request_header_size: 32 * 1024,
+                session_idle_timeout: None,
+                session_max_duration: None,
+                allowed_origins: vec![],
                 log_level: Level::INFO,
             }
         );
+    }
+
+    #[test]
+    fn limits_and_origins() {
+        let (settings, _) = settings(&[
+            (SESSION_IDLE_TIMEOUT, "5m"),
+            (SESSION_MAX_DURATION, "0"),
+            (
+                ALLOWED_ORIGINS,
+                "https://Portal.example.com/, http://localhost:8080",
+            ),
+            (TARGET_ALLOW_PORTS, "5900-5999"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.session_idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(settings.session_max_duration, None);
+        assert_eq!(
+            settings.allowed_origins,
+            ["https://portal.example.com", "http://localhost:8080"]
+        );
+        let errors = settings_errors(&[
+            (MAX_SESSIONS, "0"),
+            (MAX_REQUEST_HEADER_SIZE, "100"),
+            (ALLOWED_ORIGINS, "portal.example.com"),
+            (TARGET_ALLOW_HOSTS, "10.0.0.0/40"),
+            (TARGET_ALLOW_PORTS, "22-21"),
+        ]);
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("TARGET_ALLOW_HOSTS: \"10.0.0.0/40\" is not")),
+            "{errors:?}"
+        );
+    }
+
+    fn settings_errors(pairs: &[(&str, &str)]) -> Vec<String> {
+        messages(&settings(pairs).unwrap_err())
     }
 
     #[test]
@@ -681,32 +781,5 @@ mod tests {
             messages(&warnings),
             ["test: TRACE_ENABLE: traffic tracing is not supported; ignored"]
         );
-    }
-
-    #[test]
-    fn summary_is_one_line_of_pairs() {
-        let (settings, _) = settings(&[
-            (SSL_CERTIFICATE, "/c.pem"),
-            (HANDSHAKE_TIMEOUT, "1500ms"),
-            (PROXY_HOST, "::1"),
-        ])
-        .unwrap();
-        let summary = settings.summary();
-        assert!(!summary.contains('\n'));
-        for pair in [
-            "proxy_host=::1",
-            "proxy_port=6100",
-            "ssl_certificate=/c.pem",
-            "ssl_key=none",
-            "ssl_min_version=TLSv1.2",
-            "handshake_timeout=1.5s",
-            "ticket_clock_skew=0ns",
-            "log_level=info",
-        ] {
-            assert!(
-                summary.split(' ').any(|item| item == pair),
-                "{pair} in {summary}"
-            );
-        }
     }
 }

@@ -119,15 +119,24 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Starts `consolegate serve` with TLS on the test PKI plus `extra` configuration lines.
     pub fn start(extra: &str) -> ProxyProcess {
+        Self::start_with(extra, None)
+    }
+
+    /// Like [`ProxyProcess::start`], with the open-file limit lowered to `max_fds`.
+    pub fn start_with(extra: &str, max_fds: Option<u32>) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
-        let pki = fixture("pki");
-        let config = format!(
-            "PKI={}\nPROXY_HOST=127.0.0.1\nPROXY_PORT=0\nSSL_CERTIFICATE=${{PKI}}/proxy.pem\nSSL_KEY=${{PKI}}/proxy.key\n\
-             CERT_FOR_DATA_VERIFICATION=${{PKI}}/engine.pem\nHANDSHAKE_TIMEOUT=5\nSHUTDOWN_GRACE_PERIOD=10\n{extra}\n",
-            pki.display()
-        );
-        std::fs::write(dir.path().join("consolegate.conf"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_consolegate"))
+        std::fs::write(dir.path().join("consolegate.conf"), Self::config(extra)).unwrap();
+        let mut command = match max_fds {
+            None => Command::new(env!("CARGO_BIN_EXE_consolegate")),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_consolegate"));
+                sh
+            }
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("consolegate.conf"))
@@ -173,6 +182,23 @@ impl ProxyProcess {
         }
     }
 
+    fn config(extra: &str) -> String {
+        format!(
+            "PKI={}\nPROXY_HOST=127.0.0.1\nPROXY_PORT=0\nSSL_CERTIFICATE=${{PKI}}/proxy.pem\nSSL_KEY=${{PKI}}/proxy.key\n\
+             CERT_FOR_DATA_VERIFICATION=${{PKI}}/engine.pem\nHANDSHAKE_TIMEOUT=5\nSHUTDOWN_GRACE_PERIOD=10\n{extra}\n",
+            fixture("pki").display()
+        )
+    }
+
+    /// Replaces the configuration file (for a reload): the same base plus `extra`.
+    pub fn rewrite_config(&self, extra: &str) {
+        std::fs::write(
+            self._dir.path().join("consolegate.conf"),
+            Self::config(extra),
+        )
+        .unwrap();
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
@@ -197,6 +223,25 @@ impl ProxyProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits (bounded) until `n` log lines contain `needle`, and returns them.
+    pub fn wait_for_lines(&self, needle: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<String> = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn signal(&self, name: &str) {
