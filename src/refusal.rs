@@ -1,6 +1,8 @@
 //! Why a console request was refused before its session started, in one type: the browser gets
-//! a short generic reason and a status, the log the precise reason, metrics a closed-set kind.
-//! Every check before the upgrade (subprotocol, target choice, connect) reports through it.
+//! a short reason it can act on (a 4xxx close code after the upgrade, or an HTTP status with
+//! `REFUSE_WITH_HTTP_STATUS`), the log the precise reason, metrics a closed-set kind. Every
+//! check before the session (subprotocol, origin, limits, target choice, policy, connect)
+//! reports through it.
 
 use hyper::StatusCode;
 
@@ -8,6 +10,7 @@ use crate::connect::ConnectError;
 use crate::limits::LimitError;
 use crate::policy::PolicyError;
 use crate::target::ResolveError;
+use crate::ticket::TicketError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -64,6 +67,43 @@ impl Refusal {
             Refusal::Limit(LimitError::TooManyForClient { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Connect(ConnectError::TimedOut { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Connect(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The WebSocket close code for a refusal delivered after the upgrade: 4000 plus the HTTP
+    /// status it stands for. `None` where no upgrade is possible (the handshake itself is bad).
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Refusal::Subprotocol { .. } | Refusal::Handshake(_) => None,
+            Refusal::Resolve(ResolveError::Ticket(
+                TicketError::Expired { .. } | TicketError::NotYetValid { .. },
+            )) => Some(4401),
+            _ => Some(4000 + self.status().as_u16()),
+        }
+    }
+
+    /// A short reason the console user can act on, shown by noVNC. Safe: it says nothing
+    /// about the ticket's content or the internal network.
+    pub fn user_message(&self) -> &'static str {
+        match self {
+            Refusal::Resolve(ResolveError::Ticket(TicketError::Expired { .. })) => {
+                "console link expired - open the console again from the portal"
+            }
+            Refusal::Resolve(ResolveError::Ticket(TicketError::NotYetValid { .. })) => {
+                "console link not valid yet - check this computer's clock, then open the console again"
+            }
+            Refusal::Resolve(_) => "console link is not valid - open the console again from the portal",
+            Refusal::Origin { .. } => "consoles cannot be opened from this page",
+            Refusal::Policy(_) => "this console is not reachable through this proxy - ask your administrator",
+            Refusal::Limit(LimitError::TooManyForClient { .. }) => {
+                "too many consoles open from your address - close one and try again"
+            }
+            Refusal::Limit(LimitError::TooManySessions { .. }) => "the console proxy is busy - try again in a minute",
+            Refusal::Connect(ConnectError::TimedOut { .. }) => {
+                "the virtual machine's console did not answer - is the VM running?"
+            }
+            Refusal::Connect(_) => "the virtual machine's console is not reachable - is the VM running?",
+            Refusal::Subprotocol { .. } | Refusal::Handshake(_) => self.public_reason(),
         }
     }
 

@@ -9,13 +9,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{self, Message};
 use hyper_tungstenite::WebSocketStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,12 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Close after this long whatever happens.
     pub max_duration: Option<Duration>,
+    /// Ping the browser after this long without traffic either way (pings and pongs count),
+    /// so load balancers and firewalls never see an idle connection.
+    pub heartbeat_interval: Option<Duration>,
+    /// With heartbeats on, end the session when the browser has sent nothing, not even a
+    /// pong, for this long: it is gone without a FIN.
+    pub heartbeat_timeout: Duration,
 }
 
 /// Who ended a session, for its summary line.
@@ -57,6 +64,8 @@ pub enum ClosedBy {
     IdleTimeout,
     /// `SESSION_MAX_DURATION` reached; the browser got 1001.
     MaxDuration,
+    /// The browser stopped answering pings for `HEARTBEAT_TIMEOUT`.
+    HeartbeatTimeout,
 }
 
 impl fmt::Display for ClosedBy {
@@ -71,6 +80,9 @@ impl fmt::Display for ClosedBy {
             ClosedBy::Shutdown => f.write_str("proxy shutdown"),
             ClosedBy::IdleTimeout => f.write_str("proxy (SESSION_IDLE_TIMEOUT)"),
             ClosedBy::MaxDuration => f.write_str("proxy (SESSION_MAX_DURATION)"),
+            ClosedBy::HeartbeatTimeout => {
+                f.write_str("proxy (client stopped answering heartbeats)")
+            }
         }
     }
 }
@@ -99,12 +111,26 @@ where
     let mut bytes_to_target = 0u64;
     let mut bytes_to_client = 0u64;
     let started = Instant::now();
-    // Milliseconds since `started` of the last byte moved either way, shared by both halves.
-    let last_activity = AtomicU64::new(0);
-    let touch = || last_activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // Milliseconds since `started`, shared by the halves: the last data byte either way (for
+    // SESSION_IDLE_TIMEOUT), the last frame of any kind either way (for heartbeats), and the
+    // last frame from the browser (to tell a live browser from a vanished one).
+    let last_data = AtomicU64::new(0);
+    let last_frame = AtomicU64::new(0);
+    let last_from_client = AtomicU64::new(0);
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let touch = || {
+        let now = now_ms();
+        last_data.store(now, Ordering::Relaxed);
+        last_frame.store(now, Ordering::Relaxed);
+    };
+    let since = |at: &AtomicU64| started + Duration::from_millis(at.load(Ordering::Relaxed));
+    let ping_now = Notify::new();
 
     let client_to_target = async {
         while let Some(message) = ws_rx.next().await {
+            let now = now_ms();
+            last_from_client.store(now, Ordering::Relaxed);
+            last_frame.store(now, Ordering::Relaxed);
             match message {
                 Ok(Message::Binary(data)) => {
                     if let Err(e) = target_tx.write_all(&data).await {
@@ -131,17 +157,44 @@ where
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         loop {
             buf.reserve(READ_CHUNK);
-            match target_rx.read_buf(&mut buf).await {
-                Ok(0) => return ClosedBy::Target,
-                Ok(n) => {
-                    if let Err(e) = ws_tx.send(Message::Binary(buf.split().freeze())).await {
+            tokio::select! {
+                read = target_rx.read_buf(&mut buf) => match read {
+                    Ok(0) => return ClosedBy::Target,
+                    Ok(n) => {
+                        if let Err(e) = ws_tx.send(Message::Binary(buf.split().freeze())).await {
+                            return ClosedBy::ClientGone(client_error(&e));
+                        }
+                        bytes_to_client += n as u64;
+                        touch();
+                    }
+                    Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
+                },
+                () = ping_now.notified() => {
+                    if let Err(e) = ws_tx.send(Message::Ping(Bytes::new())).await {
                         return ClosedBy::ClientGone(client_error(&e));
                     }
-                    bytes_to_client += n as u64;
-                    touch();
                 }
-                Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
             }
+        }
+    };
+
+    let heartbeat = async {
+        let Some(interval) = options.heartbeat_interval else {
+            return std::future::pending().await;
+        };
+        loop {
+            let now = Instant::now();
+            if now >= since(&last_from_client) + options.heartbeat_timeout {
+                return ClosedBy::HeartbeatTimeout;
+            }
+            if now >= since(&last_frame) + interval {
+                // Counts as traffic now, so the next ping is one interval away.
+                last_frame.store(now_ms(), Ordering::Relaxed);
+                ping_now.notify_one();
+            }
+            let next = (since(&last_frame) + interval)
+                .min(since(&last_from_client) + options.heartbeat_timeout);
+            tokio::time::sleep_until(next).await;
         }
     };
 
@@ -150,8 +203,7 @@ where
             return std::future::pending().await;
         };
         loop {
-            let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
-            let deadline = started + last + limit;
+            let deadline = since(&last_data) + limit;
             if Instant::now() >= deadline {
                 return ClosedBy::IdleTimeout;
             }
@@ -169,6 +221,7 @@ where
         end = client_to_target => end,
         end = target_to_client => end,
         end = idle => end,
+        end = heartbeat => end,
         () = expiry => ClosedBy::MaxDuration,
         () = shutdown.cancelled() => ClosedBy::Shutdown,
     };
@@ -189,6 +242,7 @@ where
         ClosedBy::Shutdown => Some(close(CloseCode::Away, "Proxy shutting down")),
         ClosedBy::IdleTimeout => Some(close(CloseCode::Away, "Idle timeout")),
         ClosedBy::MaxDuration => Some(close(CloseCode::Away, "Session time limit reached")),
+        ClosedBy::HeartbeatTimeout => Some(close(CloseCode::Away, "No answer to heartbeats")),
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         let sent_close = match goodbye {

@@ -306,6 +306,17 @@ async fn handle_request(
                 "refused: {}",
                 refusal.stage()
             );
+            if !proxy.settings.refuse_with_http_status {
+                if let Some((response, close)) = session::refuse_after_upgrade(
+                    &mut request,
+                    &refusal,
+                    &request_id,
+                    proxy.ws_config,
+                ) {
+                    context.tracker.spawn(close);
+                    return response;
+                }
+            }
             plain(refusal.status(), refusal.public_reason(), &request_id)
         }
     }

@@ -7,11 +7,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Request, Response};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::HyperWebsocket;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +27,9 @@ use crate::proxy::Proxy;
 use crate::refusal::Refusal;
 use crate::target::{ConsoleRequest, Target};
 use crate::{connect, relay, ticket};
+
+/// How long a refused browser gets to answer the close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Who is asking, as the server saw it.
 #[derive(Debug, Clone)]
@@ -94,6 +102,8 @@ pub async fn prepare(
     let options = relay::Options {
         idle_timeout: settings.session_idle_timeout,
         max_duration: settings.session_max_duration,
+        heartbeat_interval: settings.heartbeat_interval,
+        heartbeat_timeout: settings.heartbeat_timeout,
     };
     let session = Session {
         console: console.clone(),
@@ -105,6 +115,53 @@ pub async fn prepare(
         _permit: permit,
     };
     Ok((response, session))
+}
+
+/// Delivers a refusal inside the WebSocket: upgrade, then close at once with the refusal's
+/// 4xxx code and a reason the user can act on, carrying the request id of the log line.
+/// A browser shows a close reason only for a socket that opened; an HTTP error before the
+/// upgrade reaches noVNC as a bare 1006 (novnc/noVNC#1145). Returns `None` when the
+/// request cannot be upgraded; the caller then answers with the HTTP status.
+pub fn refuse_after_upgrade(
+    request: &mut Request<Incoming>,
+    refusal: &Refusal,
+    request_id: &str,
+    ws_config: WebSocketConfig,
+) -> Option<(
+    Response<Full<Bytes>>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
+    let code = refusal.close_code()?;
+    let binary =
+        offered_subprotocols(request).is_some_and(|offered| offered.iter().any(|p| p == "binary"));
+    let (mut response, websocket) = hyper_tungstenite::upgrade(request, Some(ws_config)).ok()?;
+    if binary {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
+    }
+    let reason = format!("{} (ref {request_id})", refusal.user_message());
+    let close = async move {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            let Ok(mut websocket) = websocket.await else {
+                return;
+            };
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            if websocket.send(Message::Close(Some(frame))).await.is_ok() {
+                // Read until the browser's close reply completes the handshake.
+                while let Some(Ok(message)) = websocket.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    };
+    Some((response, close))
 }
 
 /// With an allow-list, the browser's `Origin` must be on it; browsers always send one on

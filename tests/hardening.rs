@@ -82,8 +82,8 @@ async fn target_policy_refuses_before_any_connection() {
     ];
     for (ticket, reason) in &refused {
         assert_eq!(
-            refusal_status(ws_connect(proxy.addr, true, ticket, None).await),
-            403,
+            refusal_code(ws_connect(proxy.addr, true, ticket, None).await).await,
+            4403,
             "{reason}"
         );
         let line = proxy.wait_for_log(reason);
@@ -100,10 +100,9 @@ async fn default_policy_keeps_ssh_and_http_out() {
     let proxy = ProxyProcess::start("");
     for port in [22, 80, 443, 3306] {
         assert_eq!(
-            refusal_status(
-                ws_connect(proxy.addr, false, &ticket_to("127.0.0.1", port), None).await
-            ),
-            403
+            refusal_code(ws_connect(proxy.addr, false, &ticket_to("127.0.0.1", port), None).await)
+                .await,
+            4403
         );
     }
     assert_eq!(
@@ -133,7 +132,9 @@ async fn connect_from(source: &str, proxy: SocketAddr, ticket: &str) -> Result<C
 #[tokio::test]
 async fn session_limits_total_and_per_client() {
     let echo = EchoServer::start().await;
-    let proxy = ProxyProcess::start("MAX_SESSIONS=3\nMAX_SESSIONS_PER_CLIENT=2");
+    let proxy = ProxyProcess::start(
+        "MAX_SESSIONS=3\nMAX_SESSIONS_PER_CLIENT=2\nREFUSE_WITH_HTTP_STATUS=True",
+    );
     let ticket = ticket_for(echo.addr);
     let mut first = connect_from("127.0.0.1", proxy.addr, &ticket)
         .await
@@ -250,20 +251,20 @@ async fn origin_allow_list() {
                     .headers_mut()
                     .insert("Origin", origin.parse().unwrap());
             }
-            tokio_tungstenite::client_async(request, open(proxy.addr, true).await)
-                .await
-                .map(|_| ())
+            tokio_tungstenite::client_async(request, open(proxy.addr, true).await).await
         }
     };
-    assert!(attempt(Some("https://portal.example.com")).await.is_ok());
-    assert!(attempt(Some("https://PORTAL.example.com")).await.is_ok());
+    for good in ["https://portal.example.com", "https://PORTAL.example.com"] {
+        let (mut client, _) = attempt(Some(good)).await.unwrap();
+        echo_once(&mut client, good.as_bytes()).await;
+    }
     for bad in [Some("https://evil.example.com"), None] {
-        match attempt(bad).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), 403)
-            }
-            other => panic!("{bad:?}: {other:?}"),
-        }
+        let (code, reason) = refusal(attempt(bad).await).await;
+        assert_eq!(code, 4403, "{bad:?}");
+        assert!(
+            reason.starts_with("consoles cannot be opened from this page"),
+            "{reason}"
+        );
     }
     proxy.wait_for_log("kind=origin_not_allowed");
     echo.wait_connections(2).await;
@@ -315,8 +316,8 @@ async fn sighup_reloads_certificates_and_keeps_sessions() {
         signer("other-engine").sign(&target, chrono::Utc::now(), chrono::TimeDelta::seconds(120))
     };
     assert_eq!(
-        refusal_status(ws_connect(proxy.addr, true, &other(echo.addr), None).await),
-        403
+        refusal_code(ws_connect(proxy.addr, true, &other(echo.addr), None).await).await,
+        4403
     );
 
     // Rotate both: the TLS certificate and the engine certificate.
@@ -329,8 +330,8 @@ async fn sighup_reloads_certificates_and_keeps_sessions() {
         .unwrap();
     echo_once(&mut new_session, b"new keys").await;
     assert_eq!(
-        refusal_status(ws_connect(proxy.addr, true, &ticket_for(echo.addr), None).await),
-        403
+        refusal_code(ws_connect(proxy.addr, true, &ticket_for(echo.addr), None).await).await,
+        4403
     );
     assert_eq!(
         presented_certificate(proxy.addr).await,
@@ -449,8 +450,8 @@ async fn a_full_log_disk_loses_no_session() {
             .unwrap();
         echo_once(&mut client, b"logs are failing, consoles are not").await;
         assert_eq!(
-            refusal_status(ws_connect(addr, false, "forged", None).await),
-            403
+            refusal_code(ws_connect(addr, false, "forged", None).await).await,
+            4403
         );
     }
     assert!(child.try_wait().unwrap().is_none(), "the proxy died");

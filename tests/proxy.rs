@@ -101,7 +101,8 @@ async fn subprotocol_rules() {
     assert_eq!(response.headers()["sec-websocket-protocol"], "binary");
     echo.wait_connections(2).await;
     assert_eq!(
-        refusal_status(ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("base64")).await),
+        refusal_code(ws_connect(proxy.addr, true, &ticket_for(echo.addr), Some("base64")).await)
+            .await,
         400
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -113,7 +114,7 @@ async fn subprotocol_rules() {
 }
 
 #[tokio::test]
-async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
+async fn refused_tickets_get_a_4xxx_close_a_log_line_and_no_target_connection() {
     let echo = EchoServer::start().await;
     let proxy = ProxyProcess::start("");
     let good = ticket_for(echo.addr);
@@ -146,18 +147,18 @@ async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
         signer("other-engine").sign(&target, chrono::Utc::now(), chrono::TimeDelta::seconds(120))
     };
     let cases = [
-        (forged.as_str(), "kind="),
-        (expired.as_str(), "ticket expired"),
-        (wrong_signer.as_str(), "does not verify"),
-        (&good[..good.len() / 2], "kind="),
-        ("garbage!!", "not base64"),
-        ("", "ticket is empty"),
+        (forged.as_str(), "kind=", 4403),
+        (expired.as_str(), "ticket expired", 4401),
+        (wrong_signer.as_str(), "does not verify", 4403),
+        (&good[..good.len() / 2], "kind=", 4403),
+        ("garbage!!", "not base64", 4403),
+        ("", "ticket is empty", 4403),
     ];
-    for (ticket, reason) in cases {
+    for (ticket, reason, code) in cases {
         for tls in [false, true] {
             assert_eq!(
-                refusal_status(ws_connect(proxy.addr, tls, ticket, Some("binary")).await),
-                403,
+                refusal_code(ws_connect(proxy.addr, tls, ticket, Some("binary")).await).await,
+                code,
                 "{reason}"
             );
         }
@@ -169,11 +170,8 @@ async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
         "a refused ticket must not open any target connection"
     );
 
+    let refusals = proxy.wait_for_lines("refused: ticket", cases.len() * 2);
     let logs = proxy.logs();
-    let refusals: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("refused: ticket"))
-        .collect();
     assert_eq!(refusals.len(), cases.len() * 2, "{logs}");
     for line in &refusals {
         assert!(
@@ -190,22 +188,26 @@ async fn refused_tickets_get_403_a_log_line_and_no_target_connection() {
         );
     }
 
-    // The refusal body names the request id that the log line carries.
-    let response = raw_http(
-        proxy.addr,
-        &format!("GET /{forged} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
-    )
-    .await;
-    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
-    let id = response
-        .split("request id ")
-        .nth(1)
-        .unwrap()
-        .split(')')
+    // The close reason says what to do and names the request id the log line carries.
+    let (code, reason) =
+        refusal(ws_connect(proxy.addr, true, &expired, Some("binary")).await).await;
+    assert_eq!(code, 4401);
+    assert!(
+        reason.starts_with("console link expired - open the console again from the portal (ref "),
+        "{reason}"
+    );
+    let id = reason
+        .rsplit("(ref ")
         .next()
         .unwrap()
+        .trim_end_matches(')')
         .to_owned();
-    proxy.wait_for_log(&format!("request_id={id}"));
+    assert!(proxy
+        .wait_for_log(&format!("request_id={id}"))
+        .contains("ticket expired"));
+    let (code, reason) = refusal(ws_connect(proxy.addr, true, &forged, Some("binary")).await).await;
+    assert_eq!(code, 4403);
+    assert!(reason.starts_with("console link is not valid"), "{reason}");
 
     // And a good ticket still works afterwards.
     let (mut client, _) = ws_connect(proxy.addr, true, &good, Some("binary"))
@@ -228,7 +230,8 @@ async fn ssl_only_refuses_plain_connections() {
     let echo = EchoServer::start().await;
     let proxy = ProxyProcess::start("SSL_ONLY=True");
     assert_eq!(
-        refusal_status(ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await),
+        refusal_code(ws_connect(proxy.addr, false, &ticket_for(echo.addr), Some("binary")).await)
+            .await,
         400
     );
     proxy.wait_for_log("plain connection refused");
@@ -240,12 +243,12 @@ async fn ssl_only_refuses_plain_connections() {
 }
 
 #[tokio::test]
-async fn unreachable_target_gets_502_and_a_reason() {
+async fn unreachable_target_gets_4502_and_a_reason() {
     let proxy = ProxyProcess::start("TARGET_CONNECT_TIMEOUT=3");
     let dead = closed_port();
     assert_eq!(
-        refusal_status(ws_connect(proxy.addr, true, &ticket_for(dead), Some("binary")).await),
-        502
+        refusal_code(ws_connect(proxy.addr, true, &ticket_for(dead), Some("binary")).await).await,
+        4502
     );
     let line = proxy.wait_for_log("refused: target unreachable");
     assert!(
@@ -401,4 +404,27 @@ async fn a_browser_that_stops_reading_stalls_the_target_not_memory() {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn refusals_before_the_upgrade_on_request() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start("REFUSE_WITH_HTTP_STATUS=True");
+    let (status, body) =
+        refusal(ws_connect(proxy.addr, true, "forged", Some("binary")).await).await;
+    assert_eq!(status, 403);
+    let id = body
+        .split("request id ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_owned();
+    proxy.wait_for_log(&format!("request_id={id}"));
+    assert_eq!(
+        refusal_code(ws_connect(proxy.addr, true, &ticket_for(closed_port()), None).await).await,
+        502
+    );
+    assert_eq!(echo.connections(), 0);
 }

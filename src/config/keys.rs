@@ -59,6 +59,12 @@ pub const SESSION_IDLE_TIMEOUT: &str = "SESSION_IDLE_TIMEOUT";
 pub const SESSION_MAX_DURATION: &str = "SESSION_MAX_DURATION";
 /// Browser origins allowed to open consoles.
 pub const ALLOWED_ORIGINS: &str = "ALLOWED_ORIGINS";
+/// Refuse before the upgrade with an HTTP status, as upstream does.
+pub const REFUSE_WITH_HTTP_STATUS: &str = "REFUSE_WITH_HTTP_STATUS";
+/// How often an idle session's browser is pinged.
+pub const HEARTBEAT_INTERVAL: &str = "HEARTBEAT_INTERVAL";
+/// How long a browser may stay silent after a ping before its session ends.
+pub const HEARTBEAT_TIMEOUT: &str = "HEARTBEAT_TIMEOUT";
 /// Log verbosity.
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 
@@ -242,6 +248,24 @@ pub const KEYS: &[KeyDef] = &[
         name: ALLOWED_ORIGINS,
         default: "",
         doc: "browser origins (scheme://host[:port]) allowed to open consoles; empty = any",
+        secret: false,
+    },
+    KeyDef {
+        name: REFUSE_WITH_HTTP_STATUS,
+        default: "False",
+        doc: "refuse with an HTTP status before the upgrade (upstream) instead of a 4xxx close code noVNC can show",
+        secret: false,
+    },
+    KeyDef {
+        name: HEARTBEAT_INTERVAL,
+        default: "20s",
+        doc: "ping the browser after this long without traffic either way; 0 = never",
+        secret: false,
+    },
+    KeyDef {
+        name: HEARTBEAT_TIMEOUT,
+        default: "60s",
+        doc: "end a session whose browser sent nothing, not even a pong, for this long",
         secret: false,
     },
     KeyDef {

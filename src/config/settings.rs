@@ -9,14 +9,8 @@ use std::time::Duration;
 
 use tracing::Level;
 
-use super::keys::{
-    key_def, ALLOWED_ORIGINS, CERT_FOR_DATA_VERIFICATION, HANDSHAKE_TIMEOUT, LOG_LEVEL,
-    MAX_HANDSHAKES, MAX_REQUEST_HEADER_SIZE, MAX_SESSIONS, MAX_SESSIONS_PER_CLIENT, PROXY_HOST,
-    PROXY_PORT, SESSION_IDLE_TIMEOUT, SESSION_MAX_DURATION, SHUTDOWN_GRACE_PERIOD, SOURCE_IS_IPV6,
-    SSL_CERTIFICATE, SSL_CIPHERS, SSL_KEY, SSL_MIN_VERSION, SSL_ONLY, TARGET_ALLOW_HOSTS,
-    TARGET_ALLOW_PORTS, TARGET_CONNECT_TIMEOUT, TARGET_DENY_HOSTS, TICKET_ACCEPT_LEGACY_SHA1,
-    TICKET_CLOCK_SKEW, TRACE_ENABLE, TRACE_FILE, WS_MAX_FRAME_SIZE, WS_MAX_MESSAGE_SIZE,
-};
+// Every key name is a const in `keys`; settings reads them all.
+use super::keys::*;
 use super::{ConfigError, ConfigWarning, Entry, RawConfig};
 use crate::policy::{parse_host_rules, parse_port_ranges, TargetPolicy};
 
@@ -281,6 +275,10 @@ pub struct Settings {
     pub session_max_duration: Option<Duration>,
     /// Lowercased `scheme://host[:port]`; empty: any origin.
     pub allowed_origins: Vec<String>,
+    pub refuse_with_http_status: bool,
+    /// `None`: no heartbeats.
+    pub heartbeat_interval: Option<Duration>,
+    pub heartbeat_timeout: Duration,
     pub log_level: Level,
 }
 
@@ -330,6 +328,9 @@ impl Settings {
             session_idle_timeout: keys.parse(SESSION_IDLE_TIMEOUT, parse_optional_duration),
             session_max_duration: keys.parse(SESSION_MAX_DURATION, parse_optional_duration),
             allowed_origins: keys.parse(ALLOWED_ORIGINS, parse_origins),
+            refuse_with_http_status: keys.flag(REFUSE_WITH_HTTP_STATUS),
+            heartbeat_interval: keys.parse(HEARTBEAT_INTERVAL, parse_optional_duration),
+            heartbeat_timeout: keys.parse(HEARTBEAT_TIMEOUT, parse_duration),
             log_level: keys.parse(LOG_LEVEL, parse_log_level),
         };
         check_cross_fields(&settings, &mut keys);
@@ -355,6 +356,14 @@ fn check_cross_fields(settings: &Settings, keys: &mut KeyReader<'_>) {
             SSL_KEY,
             "is set but SSL_CERTIFICATE is empty: a key needs its certificate",
         );
+    }
+    if let Some(interval) = settings.heartbeat_interval {
+        if settings.heartbeat_timeout <= interval {
+            keys.error(
+                HEARTBEAT_TIMEOUT,
+                "must be longer than HEARTBEAT_INTERVAL, or a healthy browser is cut off before it can answer",
+            );
+        }
     }
     if settings.trace_enable {
         keys.warn(TRACE_ENABLE, "traffic tracing is not supported; ignored");
@@ -521,6 +530,9 @@ mod tests {
                 session_idle_timeout: None,
                 session_max_duration: None,
                 allowed_origins: vec![],
+                refuse_with_http_status: false,
+                heartbeat_interval: Some(Duration::from_secs(20)),
+                heartbeat_timeout: Duration::from_secs(60),
                 log_level: Level::INFO,
             }
         );

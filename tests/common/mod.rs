@@ -338,15 +338,43 @@ pub async fn ws_connect(
     .expect("websocket handshake timed out")
 }
 
-/// The HTTP status a refused handshake got.
-pub fn refusal_status(
+/// How a request was refused: an HTTP status and body before the upgrade, or a WebSocket
+/// close code (4xxx) and reason right after it.
+pub async fn refusal(
+    result: Result<(Client, impl Sized), tokio_tungstenite::tungstenite::Error>,
+) -> (u16, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (response.status().as_u16(), body)
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok((mut client, _)) => {
+            match tokio::time::timeout(Duration::from_secs(10), client.next())
+                .await
+                .expect("refused socket not closed")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    (u16::from(frame.code), frame.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => (1005, String::new()),
+                other => panic!("expected a close frame at once, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// The HTTP status or close code of a refusal.
+pub async fn refusal_code(
     result: Result<(Client, impl Sized), tokio_tungstenite::tungstenite::Error>,
 ) -> u16 {
-    match result {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("expected an HTTP refusal, got a websocket"),
-    }
+    refusal(result).await.0
 }
 
 /// Sends a raw HTTP request and returns the whole response text.
