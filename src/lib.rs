@@ -14,6 +14,7 @@ pub mod logging;
 pub mod policy;
 pub mod proxy;
 pub mod refusal;
+pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod session;

@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, RawConfig, Settings};
 use crate::limits::Limits;
+use crate::registry::Registry;
 use crate::target::{SignedTickets, TargetResolver};
 use crate::ticket::TicketVerifier;
 use crate::tls::{self, CertSummary};
@@ -42,6 +43,7 @@ impl std::fmt::Debug for Proxy {
 pub struct Shared {
     proxy: ArcSwap<Proxy>,
     pub limits: Arc<Limits>,
+    pub registry: Arc<Registry>,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
         Arc::new(Shared {
             proxy: ArcSwap::from_pointee(proxy),
             limits,
+            registry: Arc::default(),
         })
     }
 

@@ -20,6 +20,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::registry::Counters;
+
 /// Bytes read from the target per message: large enough for a framebuffer update to cross in
 /// a few messages, small enough that thousands of sessions stay cheap.
 const READ_CHUNK: usize = 64 * 1024;
@@ -40,6 +42,15 @@ pub struct Options {
     /// With heartbeats on, end the session when the browser has sent nothing, not even a
     /// pong, for this long: it is gone without a FIN.
     pub heartbeat_timeout: Duration,
+}
+
+/// What can end a session from outside.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// The proxy's shutdown grace period is over.
+    pub shutdown: CancellationToken,
+    /// An operator closed this session.
+    pub admin: CancellationToken,
 }
 
 /// Who ended a session, for its summary line.
@@ -66,6 +77,8 @@ pub enum ClosedBy {
     MaxDuration,
     /// The browser stopped answering pings for `HEARTBEAT_TIMEOUT`.
     HeartbeatTimeout,
+    /// An operator closed the session; the browser got 1001.
+    Admin,
 }
 
 impl fmt::Display for ClosedBy {
@@ -83,6 +96,7 @@ impl fmt::Display for ClosedBy {
             ClosedBy::HeartbeatTimeout => {
                 f.write_str("proxy (client stopped answering heartbeats)")
             }
+            ClosedBy::Admin => f.write_str("administrator"),
         }
     }
 }
@@ -95,12 +109,14 @@ pub struct SessionStats {
     pub closed_by: ClosedBy,
 }
 
-/// Relays until either side ends or `shutdown` fires, then closes both.
+/// Relays until either side ends or `stop` fires, then closes both. `counters` follow the
+/// bytes as they move, so others can watch a running session.
 pub async fn run<S, T>(
     ws: WebSocketStream<S>,
     target: T,
     options: Options,
-    shutdown: CancellationToken,
+    stop: &Stop,
+    counters: &Counters,
 ) -> SessionStats
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -108,8 +124,6 @@ where
 {
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut target_rx, mut target_tx) = tokio::io::split(target);
-    let mut bytes_to_target = 0u64;
-    let mut bytes_to_client = 0u64;
     let started = Instant::now();
     // Milliseconds since `started`, shared by the halves: the last data byte either way (for
     // SESSION_IDLE_TIMEOUT), the last frame of any kind either way (for heartbeats), and the
@@ -136,7 +150,9 @@ where
                     if let Err(e) = target_tx.write_all(&data).await {
                         return ClosedBy::TargetError(format!("write: {e}"));
                     }
-                    bytes_to_target += data.len() as u64;
+                    counters
+                        .to_target
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     touch();
                 }
                 Ok(Message::Text(_)) => return ClosedBy::ClientSentText,
@@ -164,7 +180,7 @@ where
                         if let Err(e) = ws_tx.send(Message::Binary(buf.split().freeze())).await {
                             return ClosedBy::ClientGone(client_error(&e));
                         }
-                        bytes_to_client += n as u64;
+                        counters.to_client.fetch_add(n as u64, Ordering::Relaxed);
                         touch();
                     }
                     Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
@@ -223,7 +239,8 @@ where
         end = idle => end,
         end = heartbeat => end,
         () = expiry => ClosedBy::MaxDuration,
-        () = shutdown.cancelled() => ClosedBy::Shutdown,
+        () = stop.shutdown.cancelled() => ClosedBy::Shutdown,
+        () = stop.admin.cancelled() => ClosedBy::Admin,
     };
 
     let close = |code: CloseCode, reason: &str| {
@@ -243,6 +260,7 @@ where
         ClosedBy::IdleTimeout => Some(close(CloseCode::Away, "Idle timeout")),
         ClosedBy::MaxDuration => Some(close(CloseCode::Away, "Session time limit reached")),
         ClosedBy::HeartbeatTimeout => Some(close(CloseCode::Away, "No answer to heartbeats")),
+        ClosedBy::Admin => Some(close(CloseCode::Away, "Session closed by an administrator")),
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         let sent_close = match goodbye {
@@ -267,8 +285,8 @@ where
     .await;
 
     SessionStats {
-        bytes_to_target,
-        bytes_to_client,
+        bytes_to_target: counters.to_target(),
+        bytes_to_client: counters.to_client(),
         closed_by,
     }
 }

@@ -294,7 +294,9 @@ async fn handle_request(
     match session::prepare(&mut request, &console, proxy, &context.shared.limits).await {
         Ok((response, session)) => {
             let closing = context.closing.clone();
-            context.tracker.spawn(session.run(closing));
+            context
+                .tracker
+                .spawn(session.run(closing, context.shared.registry.clone()));
             response
         }
         Err(refusal) => {

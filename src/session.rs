@@ -25,6 +25,7 @@ use tracing::{info, warn, Instrument};
 use crate::limits::{Limits, SessionPermit};
 use crate::proxy::Proxy;
 use crate::refusal::Refusal;
+use crate::registry::Registry;
 use crate::target::{ConsoleRequest, Target};
 use crate::{connect, relay, ticket};
 
@@ -182,8 +183,9 @@ fn check_origin<B>(request: &Request<B>, allowed: &[String]) -> Result<(), Refus
 }
 
 impl Session {
-    /// Relays until either side ends or `closing` fires, then logs the summary line.
-    pub async fn run(self, closing: CancellationToken) {
+    /// Relays until either side ends or `closing` fires, then logs the summary line. The
+    /// session is in `registry` while it relays.
+    pub async fn run(self, closing: CancellationToken, registry: Arc<Registry>) {
         let Session {
             console,
             credential,
@@ -202,7 +204,9 @@ impl Session {
             let scheme = if console.tls { "wss" } else { "ws" };
             info!(client = %console.client, ticket = %credential, scheme, ssl_target = target.ssl_target, "session started");
             let started = Instant::now();
-            let stats = relay::run(websocket, target_stream, options, closing).await;
+            let registered = registry.register(&console.request_id, console.client, &target);
+            let stop = relay::Stop { shutdown: closing, admin: registered.info.close.clone() };
+            let stats = relay::run(websocket, target_stream, options, &stop, &registered.info.counters).await;
             info!(
                 client = %console.client,
                 bytes_to_target = stats.bytes_to_target,
