@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod refusal;
 pub mod registry;
 pub mod relay;
+pub mod resume;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{ConfigError, RawConfig, Settings};
 use crate::limits::Limits;
 use crate::registry::Registry;
+use crate::resume::Parking;
 use crate::target::{SignedTickets, TargetResolver};
 use crate::ticket::TicketVerifier;
 use crate::tls::{self, CertSummary};
@@ -44,6 +45,8 @@ pub struct Shared {
     proxy: ArcSwap<Proxy>,
     pub limits: Arc<Limits>,
     pub registry: Arc<Registry>,
+    /// Resumable sessions waiting for their browser.
+    pub parking: Arc<Parking>,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
             proxy: ArcSwap::from_pointee(proxy),
             limits,
             registry: Arc::default(),
+            parking: Arc::default(),
         })
     }
 

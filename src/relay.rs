@@ -19,12 +19,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::registry::Counters;
+use crate::resume::{Control, Retained};
 
 /// Bytes read from the target per message: large enough for a framebuffer update to cross in
 /// a few messages, small enough that thousands of sessions stay cheap.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Stream bytes from the browser between two acknowledgements in resumable sessions.
+const ACK_EVERY: u64 = 32 * 1024;
 
 /// How long to wait for the browser's close reply or the last flush before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -109,15 +114,28 @@ pub struct SessionStats {
     pub closed_by: ClosedBy,
 }
 
+/// How a relay ended.
+pub enum Outcome<T> {
+    /// Both sides are closed.
+    Closed(SessionStats),
+    /// The browser vanished from a resumable session: the target is handed back, open and
+    /// untouched, to wait for the browser to re-attach.
+    Detached { closed_by: ClosedBy, target: T },
+}
+
 /// Relays until either side ends or `stop` fires, then closes both. `counters` follow the
-/// bytes as they move, so others can watch a running session.
+/// bytes as they move, so others can watch a running session. With `retained` (a resumable
+/// session, see [`crate::resume`]) stream bytes are kept until the browser acknowledges
+/// them, acknowledgements flow as text frames, and a browser that vanishes detaches the
+/// session instead of ending it.
 pub async fn run<S, T>(
     ws: WebSocketStream<S>,
     target: T,
     options: Options,
     stop: &Stop,
     counters: &Counters,
-) -> SessionStats
+    retained: Option<&Retained>,
+) -> Outcome<T>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -139,6 +157,9 @@ where
     };
     let since = |at: &AtomicU64| started + Duration::from_millis(at.load(Ordering::Relaxed));
     let ping_now = Notify::new();
+    let ack_now = Notify::new();
+    // Stream bytes from the browser acknowledged to it so far (resumable sessions).
+    let acked_to_client = AtomicU64::new(counters.to_target());
 
     let client_to_target = async {
         while let Some(message) = ws_rx.next().await {
@@ -147,15 +168,32 @@ where
             last_frame.store(now, Ordering::Relaxed);
             match message {
                 Ok(Message::Binary(data)) => {
-                    if let Err(e) = target_tx.write_all(&data).await {
-                        return ClosedBy::TargetError(format!("write: {e}"));
+                    // Counted as written, so that after a re-attach the browser resends from
+                    // exactly the first byte the target did not get.
+                    let mut rest = &data[..];
+                    while !rest.is_empty() {
+                        match target_tx.write(rest).await {
+                            Ok(0) => return ClosedBy::TargetError("write: target closed".into()),
+                            Ok(n) => {
+                                counters.to_target.fetch_add(n as u64, Ordering::Relaxed);
+                                rest = &rest[n..];
+                            }
+                            Err(e) => return ClosedBy::TargetError(format!("write: {e}")),
+                        }
                     }
-                    counters
-                        .to_target
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     touch();
+                    if retained.is_some()
+                        && counters.to_target()
+                            >= acked_to_client.load(Ordering::Relaxed) + ACK_EVERY
+                    {
+                        ack_now.notify_one();
+                    }
                 }
-                Ok(Message::Text(_)) => return ClosedBy::ClientSentText,
+                Ok(Message::Text(text)) => match (retained, Control::parse(&text)) {
+                    (Some(retained), Some(Control::Ack { received })) => retained.ack(received),
+                    (Some(_), _) => debug!("ignored an unknown control message"),
+                    (None, _) => return ClosedBy::ClientSentText,
+                },
                 Ok(Message::Close(frame)) => {
                     return ClosedBy::Client(frame.map_or(1005, |f| u16::from(f.code)))
                 }
@@ -171,22 +209,41 @@ where
 
     let target_to_client = async {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let has_room = || retained.is_none_or(Retained::has_room);
         loop {
             buf.reserve(READ_CHUNK);
             tokio::select! {
-                read = target_rx.read_buf(&mut buf) => match read {
+                read = target_rx.read_buf(&mut buf), if has_room() => match read {
                     Ok(0) => return ClosedBy::Target,
                     Ok(n) => {
-                        if let Err(e) = ws_tx.send(Message::Binary(buf.split().freeze())).await {
-                            return ClosedBy::ClientGone(client_error(&e));
+                        let chunk = buf.split().freeze();
+                        // Kept and counted before the send: if the browser vanishes during
+                        // it, the chunk is sent again after a re-attach.
+                        if let Some(retained) = retained {
+                            retained.keep(chunk.clone());
                         }
                         counters.to_client.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Err(e) = ws_tx.send(Message::Binary(chunk)).await {
+                            return ClosedBy::ClientGone(client_error(&e));
+                        }
                         touch();
                     }
                     Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
                 },
+                () = retained.map_or(&ping_now, |r| &r.room).notified(), if !has_room() => {}
                 () = ping_now.notified() => {
                     if let Err(e) = ws_tx.send(Message::Ping(Bytes::new())).await {
+                        return ClosedBy::ClientGone(client_error(&e));
+                    }
+                    if retained.is_some() {
+                        ack_now.notify_one();
+                    }
+                }
+                () = ack_now.notified() => {
+                    let received = counters.to_target();
+                    acked_to_client.store(received, Ordering::Relaxed);
+                    let ack = Control::Ack { received }.to_text();
+                    if let Err(e) = ws_tx.send(Message::Text(ack.into())).await {
                         return ClosedBy::ClientGone(client_error(&e));
                     }
                 }
@@ -243,6 +300,18 @@ where
         () = stop.admin.cancelled() => ClosedBy::Admin,
     };
 
+    if retained.is_some()
+        && matches!(
+            closed_by,
+            ClosedBy::ClientGone(_) | ClosedBy::HeartbeatTimeout
+        )
+    {
+        return Outcome::Detached {
+            closed_by,
+            target: target_rx.unsplit(target_tx),
+        };
+    }
+
     let close = |code: CloseCode, reason: &str| {
         Message::Close(Some(CloseFrame {
             code,
@@ -284,11 +353,11 @@ where
     })
     .await;
 
-    SessionStats {
+    Outcome::Closed(SessionStats {
         bytes_to_target: counters.to_target(),
         bytes_to_client: counters.to_client(),
         closed_by,
-    }
+    })
 }
 
 fn client_error(error: &tungstenite::Error) -> String {

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::{ListenHost, Settings};
 use crate::connect;
 use crate::proxy::{Proxy, Shared};
-use crate::{session, ticket};
+use crate::{resume, session, ticket};
 
 /// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -291,12 +291,25 @@ async fn handle_request(
         client: peer,
         tls,
     };
+    if request.uri().path().trim_start_matches('/') == resume::PATH {
+        let parking = context.shared.parking.clone();
+        return match session::accept_resume(&mut request, &console, proxy, parking) {
+            Ok((response, attach)) => {
+                context.tracker.spawn(attach);
+                response
+            }
+            Err(refusal) => {
+                warn!(request_id = %request_id, reason = %refusal, kind = %refusal.kind(), "refused: resume");
+                plain(refusal.status(), refusal.public_reason(), &request_id)
+            }
+        };
+    }
     match session::prepare(&mut request, &console, proxy, &context.shared.limits).await {
         Ok((response, session)) => {
             let closing = context.closing.clone();
             context
                 .tracker
-                .spawn(session.run(closing, context.shared.registry.clone()));
+                .spawn(session.run(closing, context.shared.clone()));
             response
         }
         Err(refusal) => {
@@ -309,12 +322,9 @@ async fn handle_request(
                 refusal.stage()
             );
             if !proxy.settings.refuse_with_http_status {
-                if let Some((response, close)) = session::refuse_after_upgrade(
-                    &mut request,
-                    &refusal,
-                    &request_id,
-                    proxy.ws_config,
-                ) {
+                if let Some((response, close)) =
+                    session::refuse_after_upgrade(&mut request, &refusal, &request_id, proxy)
+                {
                     context.tracker.spawn(close);
                     return response;
                 }

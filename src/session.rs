@@ -15,17 +15,20 @@ use hyper::{Request, Response};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use hyper_tungstenite::tungstenite::Message;
-use hyper_tungstenite::HyperWebsocket;
+use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::limits::{Limits, SessionPermit};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Shared};
 use crate::refusal::Refusal;
-use crate::registry::Registry;
+use crate::registry::Counters;
+use crate::relay::ClosedBy;
+use crate::resume::{self, Control, Parking, Reattach, Retained};
 use crate::target::{ConsoleRequest, Target};
 use crate::{connect, relay, ticket};
 
@@ -48,8 +51,16 @@ pub struct Session {
     target_stream: TcpStream,
     websocket: HyperWebsocket,
     options: relay::Options,
+    /// Set when the browser speaks `consolegate.v1` and reconnects are enabled.
+    resume: Option<ResumeOptions>,
     /// Holds the session's slot under `MAX_SESSIONS` until the session ends.
     _permit: SessionPermit,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ResumeOptions {
+    grace: Duration,
+    buffer: usize,
 }
 
 /// Runs every check and connects to the target; on success returns the `101` response and
@@ -67,11 +78,7 @@ pub async fn prepare(
     limits: &Arc<Limits>,
 ) -> Result<(Response<Full<Bytes>>, Session), Refusal> {
     let settings = &proxy.settings;
-    let binary = match offered_subprotocols(request) {
-        None => false,
-        Some(offered) if offered.iter().any(|p| p == "binary") => true,
-        Some(offered) => return Err(Refusal::Subprotocol { offered }),
-    };
+    let protocol = choose_subprotocol(request, settings.reconnect_grace_period.is_some())?;
     check_origin(request, &settings.allowed_origins)?;
     let permit = limits.try_acquire(console.client.ip())?;
 
@@ -93,19 +100,20 @@ pub async fn prepare(
     let allowed = policy.allowed_addresses(&target, &resolved)?;
     let target_stream = connect::connect_any(&target, &allowed, deadline, timeout).await?;
 
-    let (mut response, websocket) = hyper_tungstenite::upgrade(request, Some(proxy.ws_config))
-        .map_err(|e| Refusal::Handshake(e.to_string()))?;
-    if binary {
-        response
-            .headers_mut()
-            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
-    }
+    let (response, websocket) = upgrade(request, protocol, proxy.ws_config)?;
     let options = relay::Options {
         idle_timeout: settings.session_idle_timeout,
         max_duration: settings.session_max_duration,
         heartbeat_interval: settings.heartbeat_interval,
         heartbeat_timeout: settings.heartbeat_timeout,
     };
+    let resume = settings
+        .reconnect_grace_period
+        .filter(|_| protocol == Some(resume::PROTOCOL))
+        .map(|grace| ResumeOptions {
+            grace,
+            buffer: settings.reconnect_buffer_size,
+        });
     let session = Session {
         console: console.clone(),
         credential,
@@ -113,6 +121,7 @@ pub async fn prepare(
         target_stream,
         websocket,
         options,
+        resume,
         _permit: permit,
     };
     Ok((response, session))
@@ -127,42 +136,110 @@ pub fn refuse_after_upgrade(
     request: &mut Request<Incoming>,
     refusal: &Refusal,
     request_id: &str,
-    ws_config: WebSocketConfig,
+    proxy: &Proxy,
 ) -> Option<(
     Response<Full<Bytes>>,
     impl std::future::Future<Output = ()> + Send + 'static,
 )> {
     let code = refusal.close_code()?;
-    let binary =
-        offered_subprotocols(request).is_some_and(|offered| offered.iter().any(|p| p == "binary"));
-    let (mut response, websocket) = hyper_tungstenite::upgrade(request, Some(ws_config)).ok()?;
-    if binary {
-        response
-            .headers_mut()
-            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
-    }
+    let reconnects = proxy.settings.reconnect_grace_period.is_some();
+    let protocol = choose_subprotocol(request, reconnects).ok()?;
+    let (response, websocket) = upgrade(request, protocol, proxy.ws_config).ok()?;
     let reason = format!("{} (ref {request_id})", refusal.user_message());
     let close = async move {
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            let Ok(mut websocket) = websocket.await else {
-                return;
-            };
-            let frame = CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            };
-            if websocket.send(Message::Close(Some(frame))).await.is_ok() {
-                // Read until the browser's close reply completes the handshake.
-                while let Some(Ok(message)) = websocket.next().await {
-                    if message.is_close() {
-                        break;
+        if let Ok(websocket) = websocket.await {
+            close_with(websocket, code, reason).await;
+        }
+    };
+    Some((response, close))
+}
+
+/// Closes with `code` and `reason`, and waits (bounded) for the browser's reply.
+async fn close_with(mut websocket: HyperWebsocketStream, code: u16, reason: String) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        if websocket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(message)) = websocket.next().await {
+                if message.is_close() {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// A browser re-attaching to a parked session: upgrade, read its resume message, and hand
+/// it to the session filed under its secret; anything else is refused like a bad ticket.
+pub fn accept_resume(
+    request: &mut Request<Incoming>,
+    console: &Console,
+    proxy: &Proxy,
+    parking: Arc<Parking>,
+) -> Result<
+    (
+        Response<Full<Bytes>>,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ),
+    Refusal,
+> {
+    if proxy.settings.reconnect_grace_period.is_none() {
+        return Err(Refusal::Handshake(
+            "reconnects are not enabled (RECONNECT_GRACE_PERIOD)".into(),
+        ));
+    }
+    check_origin(request, &proxy.settings.allowed_origins)?;
+    match choose_subprotocol(request, true)? {
+        Some(resume::PROTOCOL) => {}
+        _ => {
+            return Err(Refusal::Handshake(format!(
+                "{} needs subprotocol {}",
+                resume::PATH,
+                resume::PROTOCOL
+            )))
+        }
+    }
+    let (response, websocket) = upgrade(request, Some(resume::PROTOCOL), proxy.ws_config)?;
+    let console = console.clone();
+    let wait = proxy.settings.handshake_timeout;
+    let attach = async move {
+        let Ok(mut websocket) = websocket.await else {
+            return;
+        };
+        let first = tokio::time::timeout(wait, websocket.next()).await;
+        let request = match first {
+            Ok(Some(Ok(Message::Text(text)))) => resume::Control::parse(&text),
+            _ => None,
+        };
+        let refuse = |why: &str| {
+            warn!(request_id = %console.request_id, client = %console.client, reason = why, kind = "bad_resume", "refused: resume");
+            let reason = format!("console session cannot be resumed - open the console again from the portal (ref {})", console.request_id);
+            (4403, reason)
+        };
+        let (code, reason) = match request {
+            Some(resume::Control::Resume { secret, received }) => {
+                let reattach = Reattach {
+                    websocket,
+                    received,
+                    client: console.client,
+                    request_id: console.request_id.clone(),
+                };
+                match parking.reattach(&secret, reattach) {
+                    Ok(()) => return,
+                    Err(back) => {
+                        websocket = back.websocket;
+                        refuse("no session waits under this resume secret (wrong, used or expired)")
                     }
                 }
             }
-        })
-        .await;
+            _ => refuse("no resume message"),
+        };
+        close_with(websocket, code, reason).await;
     };
-    Some((response, close))
+    Ok((response, attach))
 }
 
 /// With an allow-list, the browser's `Origin` must be on it; browsers always send one on
@@ -183,9 +260,15 @@ fn check_origin<B>(request: &Request<B>, allowed: &[String]) -> Result<(), Refus
 }
 
 impl Session {
-    /// Relays until either side ends or `closing` fires, then logs the summary line. The
-    /// session is in `registry` while it relays.
-    pub async fn run(self, closing: CancellationToken, registry: Arc<Registry>) {
+    /// Relays until the session ends, then logs the summary line. The session is in the
+    /// registry while it runs; a resumable one whose browser vanishes waits for it to come
+    /// back before it ends.
+    pub async fn run(self, closing: CancellationToken, shared: Arc<Shared>) {
+        let span = tracing::info_span!("session", request_id = %self.console.request_id, target = %self.target);
+        self.relay(closing, shared).instrument(span).await;
+    }
+
+    async fn relay(self, closing: CancellationToken, shared: Arc<Shared>) {
         let Session {
             console,
             credential,
@@ -193,32 +276,181 @@ impl Session {
             target_stream,
             websocket,
             options,
+            resume,
             _permit,
         } = self;
-        let span = tracing::info_span!("session", request_id = %console.request_id, %target);
-        async move {
-            let websocket = match websocket.await {
-                Ok(websocket) => websocket,
-                Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
+        let mut websocket = match websocket.await {
+            Ok(websocket) => websocket,
+            Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
+        };
+        let scheme = if console.tls { "wss" } else { "ws" };
+        info!(client = %console.client, ticket = %credential, scheme, ssl_target = target.ssl_target, resumable = resume.is_some(), "session started");
+        let started = Instant::now();
+        let registered = shared
+            .registry
+            .register(&console.request_id, console.client, &target);
+        let counters = &registered.info.counters;
+        let stop = relay::Stop {
+            shutdown: closing,
+            admin: registered.info.close.clone(),
+        };
+        let retained = resume.map(|r| Retained::new(r.buffer));
+        let mut secret_key = None;
+        if let Some(r) = resume {
+            let (secret, key) = resume::new_secret();
+            secret_key = Some(key);
+            let hello = Control::Session {
+                secret,
+                grace_secs: r.grace.as_secs(),
             };
-            let scheme = if console.tls { "wss" } else { "ws" };
-            info!(client = %console.client, ticket = %credential, scheme, ssl_target = target.ssl_target, "session started");
-            let started = Instant::now();
-            let registered = registry.register(&console.request_id, console.client, &target);
-            let stop = relay::Stop { shutdown: closing, admin: registered.info.close.clone() };
-            let stats = relay::run(websocket, target_stream, options, &stop, &registered.info.counters).await;
-            info!(
-                client = %console.client,
-                bytes_to_target = stats.bytes_to_target,
-                bytes_to_client = stats.bytes_to_client,
-                duration = ?started.elapsed(),
-                closed_by = %stats.closed_by,
-                "session ended"
-            );
+            if websocket
+                .send(Message::Text(hello.to_text().into()))
+                .await
+                .is_err()
+            {
+                return warn!("browser gone before the session started");
+            }
         }
-        .instrument(span)
-        .await;
+        let mut target_stream = target_stream;
+        let closed_by = loop {
+            let outcome = relay::run(
+                websocket,
+                target_stream,
+                options,
+                &stop,
+                counters,
+                retained.as_ref(),
+            )
+            .await;
+            let (closed_by, parked_target) = match outcome {
+                relay::Outcome::Closed(stats) => break stats.closed_by,
+                relay::Outcome::Detached { closed_by, target } => (closed_by, target),
+            };
+            let (Some(r), Some(key), Some(retained)) = (resume, secret_key, retained.as_ref())
+            else {
+                break closed_by;
+            };
+            info!(reason = %closed_by, grace = ?r.grace, "browser connection lost; keeping the console for a re-attach");
+            let back = shared.parking.park(key);
+            let reattach = tokio::select! {
+                back = tokio::time::timeout(r.grace, back) => back.ok().and_then(Result::ok),
+                () = stop.shutdown.cancelled() => None,
+                () = stop.admin.cancelled() => None,
+            };
+            shared.parking.unpark(&key);
+            let Some(reattach) = reattach else {
+                let mut parked_target = parked_target;
+                let _ = parked_target.shutdown().await;
+                break ClosedBy::ClientGone(format!(
+                    "{closed_by}; not back within RECONNECT_GRACE_PERIOD"
+                ));
+            };
+            match continue_stream(reattach, retained, counters).await {
+                Ok((new_websocket, new_key, client)) => {
+                    info!(%client, "browser re-attached; session continues");
+                    websocket = new_websocket;
+                    secret_key = Some(new_key);
+                    target_stream = parked_target;
+                }
+                Err(why) => {
+                    warn!(reason = %why, "re-attach refused: the stream cannot continue");
+                    let mut parked_target = parked_target;
+                    let _ = parked_target.shutdown().await;
+                    break ClosedBy::ClientGone(format!("{closed_by}; re-attach failed: {why}"));
+                }
+            }
+        };
+        info!(
+            client = %console.client,
+            bytes_to_target = counters.to_target(),
+            bytes_to_client = counters.to_client(),
+            duration = ?started.elapsed(),
+            %closed_by,
+            "session ended"
+        );
     }
+}
+
+/// Picks up the stream where the browser lost it: a new secret, how much of the browser's
+/// stream the target got, and the bytes the browser missed.
+async fn continue_stream(
+    reattach: Reattach,
+    retained: &Retained,
+    counters: &Counters,
+) -> Result<(HyperWebsocketStream, [u8; 32], SocketAddr), String> {
+    let Reattach {
+        mut websocket,
+        received,
+        client,
+        request_id,
+    } = reattach;
+    let refuse = |why: String| (websocket_refusal(&request_id), why);
+    let resend = match retained.resend_from(received, counters.to_client()) {
+        Ok(resend) => resend,
+        Err(gap) => {
+            let ((code, reason), why) = refuse(gap.to_string());
+            close_with(websocket, code, reason).await;
+            return Err(why);
+        }
+    };
+    let (secret, key) = resume::new_secret();
+    let resumed = Control::Resumed {
+        secret,
+        received: counters.to_target(),
+    };
+    let mut send = vec![Message::Text(resumed.to_text().into())];
+    send.extend(resend.into_iter().map(Message::Binary));
+    for message in send {
+        if let Err(e) = websocket.feed(message).await {
+            return Err(format!("browser gone again: {e}"));
+        }
+    }
+    websocket
+        .flush()
+        .await
+        .map_err(|e| format!("browser gone again: {e}"))?;
+    Ok((websocket, key, client))
+}
+
+fn websocket_refusal(request_id: &str) -> (u16, String) {
+    (4409, format!("console session cannot continue - open the console again from the portal (ref {request_id})"))
+}
+
+/// Chooses the answer to `Sec-WebSocket-Protocol`: `consolegate.v1` when offered and
+/// reconnects are on, else `binary` when offered, else none when nothing was offered.
+///
+/// # Errors
+/// Subprotocols were offered but none we speak: the browser would fail the handshake anyway.
+fn choose_subprotocol<B>(
+    request: &Request<B>,
+    reconnects: bool,
+) -> Result<Option<&'static str>, Refusal> {
+    let Some(offered) = offered_subprotocols(request) else {
+        return Ok(None);
+    };
+    if reconnects && offered.iter().any(|p| p == resume::PROTOCOL) {
+        Ok(Some(resume::PROTOCOL))
+    } else if offered.iter().any(|p| p == "binary") {
+        Ok(Some("binary"))
+    } else {
+        Err(Refusal::Subprotocol { offered })
+    }
+}
+
+/// The `101` answer, naming the chosen subprotocol.
+fn upgrade(
+    request: &mut Request<Incoming>,
+    protocol: Option<&'static str>,
+    ws_config: WebSocketConfig,
+) -> Result<(Response<Full<Bytes>>, HyperWebsocket), Refusal> {
+    let (mut response, websocket) = hyper_tungstenite::upgrade(request, Some(ws_config))
+        .map_err(|e| Refusal::Handshake(e.to_string()))?;
+    if let Some(protocol) = protocol {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+    }
+    Ok((response, websocket))
 }
 
 /// The `Sec-WebSocket-Protocol` values offered, or `None` when the header is absent.

@@ -65,6 +65,10 @@ pub const REFUSE_WITH_HTTP_STATUS: &str = "REFUSE_WITH_HTTP_STATUS";
 pub const HEARTBEAT_INTERVAL: &str = "HEARTBEAT_INTERVAL";
 /// How long a browser may stay silent after a ping before its session ends.
 pub const HEARTBEAT_TIMEOUT: &str = "HEARTBEAT_TIMEOUT";
+/// How long a session waits for its browser to re-attach after a drop.
+pub const RECONNECT_GRACE_PERIOD: &str = "RECONNECT_GRACE_PERIOD";
+/// Stream bytes kept per resumable session for resending after a re-attach.
+pub const RECONNECT_BUFFER_SIZE: &str = "RECONNECT_BUFFER_SIZE";
 /// Log verbosity.
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 
@@ -266,6 +270,18 @@ pub const KEYS: &[KeyDef] = &[
         name: HEARTBEAT_TIMEOUT,
         default: "60s",
         doc: "end a session whose browser sent nothing, not even a pong, for this long",
+        secret: false,
+    },
+    KeyDef {
+        name: RECONNECT_GRACE_PERIOD,
+        default: "0",
+        doc: "keep a console this long for its browser to re-attach after a drop (consolegate.v1); 0 = off",
+        secret: false,
+    },
+    KeyDef {
+        name: RECONNECT_BUFFER_SIZE,
+        default: "2097152",
+        doc: "bytes sent to a resumable browser kept until it acknowledges them (at least 1024)",
         secret: false,
     },
     KeyDef {

@@ -279,6 +279,9 @@ pub struct Settings {
     /// `None`: no heartbeats.
     pub heartbeat_interval: Option<Duration>,
     pub heartbeat_timeout: Duration,
+    /// `None`: reconnects off; sessions end when their browser drops.
+    pub reconnect_grace_period: Option<Duration>,
+    pub reconnect_buffer_size: usize,
     pub log_level: Level,
 }
 
@@ -331,6 +334,8 @@ impl Settings {
             refuse_with_http_status: keys.flag(REFUSE_WITH_HTTP_STATUS),
             heartbeat_interval: keys.parse(HEARTBEAT_INTERVAL, parse_optional_duration),
             heartbeat_timeout: keys.parse(HEARTBEAT_TIMEOUT, parse_duration),
+            reconnect_grace_period: keys.parse(RECONNECT_GRACE_PERIOD, parse_optional_duration),
+            reconnect_buffer_size: keys.parse(RECONNECT_BUFFER_SIZE, parse_message_size),
             log_level: keys.parse(LOG_LEVEL, parse_log_level),
         };
         check_cross_fields(&settings, &mut keys);
@@ -533,6 +538,8 @@ mod tests {
                 refuse_with_http_status: false,
                 heartbeat_interval: Some(Duration::from_secs(20)),
                 heartbeat_timeout: Duration::from_secs(60),
+                reconnect_grace_period: None,
+                reconnect_buffer_size: 2 * 1024 * 1024,
                 log_level: Level::INFO,
             }
         );

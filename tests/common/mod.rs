@@ -140,7 +140,10 @@ impl ProxyProcess {
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("consolegate.conf"))
-            .env("RUST_LOG", "consolegate=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_PROXY_LOG").unwrap_or("consolegate=debug".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -203,7 +206,8 @@ impl ProxyProcess {
         self.logs.lock().unwrap().join("\n")
     }
 
-    /// Waits (bounded) until a log line contains `needle`.
+    /// Waits (bounded) until a log line contains `needle`. It blocks its thread: tests whose
+    /// own tasks must go on meanwhile (relays, servers) use a multi-threaded runtime.
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
