@@ -1,5 +1,5 @@
 //! Assembly: typed [`Settings`] plus the files they name (TLS certificate and key, engine
-//! certificate) become a [`Proxy`], the read-only state every connection shares. `serve` and
+//! certificate, token file) become a [`Proxy`], the read-only state every connection shares. `serve` and
 //! `check-config` both go through [`Proxy::build`], so a configuration that checks is one
 //! that serves.
 
@@ -11,11 +11,15 @@ use chrono::Utc;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, RawConfig, Settings};
+use url::Url;
+
+use crate::config::{keys, ConfigError, RawConfig, ReplayStoreKind, ResolverMode, Settings};
 use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::resume::Parking;
-use crate::target::{SignedTickets, TargetResolver};
+use crate::target::authority::{AuthorityConfigError, AuthorityOptions};
+use crate::target::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore, MEMORY_CAPACITY};
+use crate::target::{SignedTickets, SingleUseTickets, TargetResolver, TokenAuthority, TokenFile};
 use crate::ticket::TicketVerifier;
 use crate::tls::{self, CertSummary};
 
@@ -102,17 +106,10 @@ impl Proxy {
             message,
         };
 
-        let verification = &settings.cert_for_data_verification;
-        let resolver: Option<Arc<dyn TargetResolver>> = match load_verifier(&settings, verification)
-        {
-            Ok((verifier, summaries)) => {
-                for summary in &summaries {
-                    notices.extend(certificate_notices("CERT_FOR_DATA_VERIFICATION", summary));
-                }
-                Some(Arc::new(SignedTickets::new(verifier)))
-            }
-            Err(message) => {
-                errors.push(error("CERT_FOR_DATA_VERIFICATION", message));
+        let resolver = match build_resolver(&settings, &mut notices) {
+            Ok(resolver) => Some(resolver),
+            Err((key, message)) => {
+                errors.push(error(key, message));
                 None
             }
         };
@@ -166,6 +163,97 @@ impl Proxy {
                 ))
             }
             _ => Err(errors),
+        }
+    }
+}
+
+/// The resolver `TARGET_RESOLVER` asks for, with the files it reads and the stores it uses.
+/// Every mode ends up as one `Arc<dyn TargetResolver>`: nothing after this point knows which.
+///
+/// # Errors
+/// The key to blame and what is wrong.
+fn build_resolver(
+    settings: &Settings,
+    notices: &mut Vec<Notice>,
+) -> Result<Arc<dyn TargetResolver>, (&'static str, String)> {
+    let resolver = &settings.resolver;
+    let unset = |key: &'static str| (key, "is not set".to_owned());
+    match resolver.mode {
+        ResolverMode::SignedTicket => {
+            let path = settings
+                .cert_for_data_verification
+                .as_deref()
+                .ok_or_else(|| unset(keys::CERT_FOR_DATA_VERIFICATION))?;
+            let (verifier, summaries) = load_verifier(settings, path)
+                .map_err(|message| (keys::CERT_FOR_DATA_VERIFICATION, message))?;
+            for summary in &summaries {
+                notices.extend(certificate_notices("CERT_FOR_DATA_VERIFICATION", summary));
+            }
+            let tickets = SignedTickets::new(verifier);
+            if !resolver.ticket_single_use {
+                return Ok(Arc::new(tickets));
+            }
+            let store: Arc<dyn ReplayStore> = match resolver.replay_store {
+                ReplayStoreKind::Memory => Arc::new(MemoryReplayStore::new(MEMORY_CAPACITY)),
+                ReplayStoreKind::Redis => {
+                    let url = resolver
+                        .redis_url
+                        .as_ref()
+                        .ok_or_else(|| unset(keys::REDIS_URL))?;
+                    let store = RedisReplayStore::new(url.expose(), resolver.replay_store_timeout)
+                        .map_err(|message| (keys::REDIS_URL, message))?;
+                    Arc::new(store)
+                }
+            };
+            Ok(Arc::new(SingleUseTickets::new(tickets, store)))
+        }
+        ResolverMode::TokenFile => {
+            let path = resolver
+                .token_file
+                .as_deref()
+                .ok_or_else(|| unset(keys::TOKEN_FILE))?;
+            let (file, problems) =
+                TokenFile::open(path).map_err(|e| (keys::TOKEN_FILE, e.to_string()))?;
+            notices.extend(problems.into_iter().map(|problem| Notice {
+                loud: false,
+                message: format!("TOKEN_FILE: {problem}"),
+            }));
+            if file.size().0 == 0 {
+                notices.push(Notice {
+                    loud: false,
+                    message: format!(
+                        "TOKEN_FILE: {} holds no tokens yet: every console is refused until it does",
+                        path.display()
+                    ),
+                });
+            }
+            Ok(Arc::new(file))
+        }
+        ResolverMode::TokenAuthority => {
+            let url = resolver
+                .token_authority_url
+                .as_ref()
+                .ok_or_else(|| unset(keys::TOKEN_AUTHORITY_URL))?;
+            let url =
+                Url::parse(url.expose()).map_err(|e| (keys::TOKEN_AUTHORITY_URL, e.to_string()))?;
+            let authority = TokenAuthority::new(AuthorityOptions {
+                ca: resolver
+                    .token_authority_ca
+                    .clone()
+                    .filter(|_| url.scheme() == "https"),
+                url,
+                timeout: resolver.token_authority_timeout,
+                cache_ttl: resolver.token_authority_cache_ttl,
+                cache_size: resolver.token_authority_cache_size,
+            })
+            .map_err(|e| {
+                let key = match e {
+                    AuthorityConfigError::NoSystemRoots(_) => keys::TOKEN_AUTHORITY_URL,
+                    _ => keys::TOKEN_AUTHORITY_CA,
+                };
+                (key, e.to_string())
+            })?;
+            Ok(Arc::new(authority))
         }
     }
 }

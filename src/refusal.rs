@@ -9,7 +9,7 @@ use hyper::StatusCode;
 use crate::connect::ConnectError;
 use crate::limits::LimitError;
 use crate::policy::PolicyError;
-use crate::target::ResolveError;
+use crate::target::{ReplayError, ResolveError};
 use crate::ticket::TicketError;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,10 @@ impl Refusal {
             Refusal::Subprotocol { .. } | Refusal::Handshake(_) => "websocket handshake",
             Refusal::Origin { .. } => "origin",
             Refusal::Limit(_) => "limit",
-            Refusal::Resolve(_) => "ticket",
+            Refusal::Resolve(ResolveError::Ticket(_)) => "ticket",
+            Refusal::Resolve(ResolveError::Token(_)) => "token",
+            Refusal::Resolve(ResolveError::Authority(_)) => "token authority",
+            Refusal::Resolve(ResolveError::Replay(_)) => "single-use ticket",
             Refusal::Policy(_) => "target policy",
             Refusal::Connect(_) => "target unreachable",
         }
@@ -60,6 +63,7 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::Subprotocol { .. } | Refusal::Handshake(_) => StatusCode::BAD_REQUEST,
+            Refusal::Resolve(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Origin { .. } | Refusal::Resolve(_) | Refusal::Policy(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -92,6 +96,12 @@ impl Refusal {
             Refusal::Resolve(ResolveError::Ticket(TicketError::NotYetValid { .. })) => {
                 "console link not valid yet - check this computer's clock, then open the console again"
             }
+            Refusal::Resolve(e) if e.is_unavailable() => {
+                "console authorization is temporarily unavailable - try again in a minute"
+            }
+            Refusal::Resolve(ResolveError::Replay(ReplayError::Replayed { .. })) => {
+                "console link already used - open the console again from the portal"
+            }
             Refusal::Resolve(_) => "console link is not valid - open the console again from the portal",
             Refusal::Origin { .. } => "consoles cannot be opened from this page",
             Refusal::Policy(_) => "this console is not reachable through this proxy - ask your administrator",
@@ -108,15 +118,139 @@ impl Refusal {
     }
 
     /// What the browser may know: nothing about the ticket's content or the internal network.
+    /// Unknown and refused tokens read the same, so that the answer does not tell which
+    /// tokens exist.
     pub fn public_reason(&self) -> &'static str {
         match self {
             Refusal::Subprotocol { .. } => "unsupported websocket subprotocol: use \"binary\"",
             Refusal::Handshake(_) => "bad websocket handshake",
             Refusal::Origin { .. } => "consoles cannot be opened from this page",
             Refusal::Limit(_) => "too many console sessions, try again later",
-            Refusal::Resolve(_) => "console ticket refused",
+            Refusal::Resolve(e) if e.is_unavailable() => {
+                "console authorization temporarily unavailable: try again shortly"
+            }
+            Refusal::Resolve(ResolveError::Replay(ReplayError::Replayed { .. })) => {
+                "console ticket already used: open the console again from the portal"
+            }
+            Refusal::Resolve(ResolveError::Ticket(_) | ResolveError::Replay(_)) => {
+                "console ticket refused"
+            }
+            Refusal::Resolve(ResolveError::Token(_) | ResolveError::Authority(_)) => {
+                "console token refused"
+            }
             Refusal::Policy(_) => "console target not allowed",
             Refusal::Connect(_) => "console unreachable",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::target::{AuthorityError, TokenError};
+    use crate::ticket::TicketError;
+
+    fn refusal(error: impl Into<ResolveError>) -> Refusal {
+        Refusal::Resolve(error.into())
+    }
+
+    #[test]
+    fn every_way_of_naming_a_console_maps_to_a_status_kind_and_public_text() {
+        let url = || "http://auth/".to_owned();
+        let cases = [
+            (
+                refusal(TicketError::BadSignature),
+                403,
+                "bad_signature",
+                "ticket",
+            ),
+            (refusal(TokenError::Missing), 403, "no_token", "token"),
+            (
+                refusal(TokenError::Unknown {
+                    known_by: "x".into(),
+                }),
+                403,
+                "unknown_token",
+                "token",
+            ),
+            (
+                refusal(AuthorityError::Unknown { url: url() }),
+                403,
+                "unknown_token",
+                "token",
+            ),
+            (
+                refusal(AuthorityError::Refused { url: url() }),
+                403,
+                "authority_refused",
+                "token",
+            ),
+            (
+                refusal(AuthorityError::Unreachable {
+                    url: url(),
+                    reason: "refused".into(),
+                }),
+                503,
+                "authority_unreachable",
+                "unavailable",
+            ),
+            (
+                refusal(AuthorityError::TimedOut {
+                    url: url(),
+                    after: Duration::from_secs(1),
+                }),
+                503,
+                "authority_timeout",
+                "unavailable",
+            ),
+            (
+                refusal(AuthorityError::BadAnswer {
+                    url: url(),
+                    reason: "500".into(),
+                }),
+                503,
+                "authority_bad_answer",
+                "unavailable",
+            ),
+            (
+                refusal(ReplayError::Replayed {
+                    id: "abc".into(),
+                    store: "memory",
+                }),
+                403,
+                "replayed",
+                "already used",
+            ),
+            (
+                refusal(ReplayError::Unavailable {
+                    reason: "down".into(),
+                }),
+                503,
+                "replay_store_unavailable",
+                "unavailable",
+            ),
+        ];
+        for (refusal, status, kind, public) in cases {
+            assert_eq!(refusal.status().as_u16(), status, "{refusal}");
+            assert_eq!(refusal.kind(), kind, "{refusal}");
+            assert!(
+                refusal.public_reason().contains(public),
+                "{} for {refusal}",
+                refusal.public_reason()
+            );
+        }
+    }
+
+    #[test]
+    fn public_texts_reveal_no_internal_detail() {
+        let refusal = refusal(AuthorityError::Unreachable {
+            url: "http://10.1.2.3:8080/check".into(),
+            reason: "connection refused".into(),
+        });
+        assert!(refusal.to_string().contains("10.1.2.3"));
+        assert!(!refusal.public_reason().contains("10.1.2.3"));
+        assert!(!refusal.public_reason().contains("refused"));
     }
 }

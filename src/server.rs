@@ -29,7 +29,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::{ListenHost, Settings};
 use crate::connect;
 use crate::proxy::{Proxy, Shared};
-use crate::{resume, session, ticket};
+use crate::{resume, session};
 
 /// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -315,7 +315,10 @@ async fn handle_request(
         Err(refusal) => {
             warn!(
                 request_id = %request_id,
-                ticket = %ticket::fingerprint(request.uri().path().trim_start_matches('/')),
+                ticket = %proxy.resolver.fingerprint(
+                    request.uri().path().trim_start_matches('/'),
+                    request.uri().query()
+                ),
                 reason = %refusal,
                 kind = %refusal.kind(),
                 "refused: {}",

@@ -30,7 +30,7 @@ use crate::registry::Counters;
 use crate::relay::ClosedBy;
 use crate::resume::{self, Control, Parking, Reattach, Retained};
 use crate::target::{ConsoleRequest, Target};
-use crate::{connect, relay, ticket};
+use crate::{connect, relay};
 
 /// How long a refused browser gets to answer the close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -83,7 +83,7 @@ pub async fn prepare(
     let permit = limits.try_acquire(console.client.ip())?;
 
     let path = request.uri().path().trim_start_matches('/');
-    let credential = ticket::fingerprint(path);
+    let credential = proxy.resolver.fingerprint(path, request.uri().query());
     let console_request = ConsoleRequest {
         path,
         query: request.uri().query(),

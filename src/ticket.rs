@@ -124,6 +124,44 @@ pub struct VerifiedTicket {
     pub target: Target,
     pub valid_from: DateTime<Utc>,
     pub valid_to: DateTime<Utc>,
+    /// Names this ticket without revealing it, e.g. in a replay store.
+    pub id: TicketId,
+}
+
+/// SHA-256 over the signed values `salt`, `data`, `validFrom` and `validTo`, each
+/// length-prefixed, in that fixed order.
+///
+/// Not a hash of the ticket text or of its signature bytes: the same signed content can be
+/// sent in several encodings (base64 alphabets and padding, JSON escapes and key order, the
+/// `signedFields` order) and, from 4.4.6-4.4.10 engines, with two signatures (`signature`
+/// and `v2_signature`). Every such variant is the same ticket and must get the same id, or a
+/// single-use ticket could be replayed in another dress. The random `salt` makes it unique
+/// per issued ticket; without the signature it cannot be turned back into a usable ticket.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TicketId(pub [u8; 32]);
+
+impl TicketId {
+    fn of(salt: &str, data: &str, valid_from: &str, valid_to: &str) -> TicketId {
+        let mut hasher = openssl::sha::Sha256::new();
+        hasher.update(b"consolegate ticket id v1");
+        for value in [salt, data, valid_from, valid_to] {
+            hasher.update(&(value.len() as u64).to_be_bytes());
+            hasher.update(value.as_bytes());
+        }
+        TicketId(hasher.finish())
+    }
+
+    /// Lowercase hex, for store keys.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Shows a prefix only: enough to match log lines, never the whole key.
+impl fmt::Debug for TicketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TicketId({}..)", &self.to_hex()[..12])
+    }
 }
 
 /// Verifies tickets against one or more engine certificates (several during key rotation).
@@ -250,11 +288,27 @@ impl TicketVerifier {
             return Err(TicketError::Expired { valid_to, now });
         }
         let target = parse_payload(&payload)?;
+        let id = TicketId::of(
+            salt,
+            data,
+            fields.string("validFrom")?,
+            fields.string("validTo")?,
+        );
         Ok(VerifiedTicket {
             target,
             valid_from,
             valid_to,
+            id,
         })
+    }
+
+    /// The last instant at which `ticket` still verifies: its `validTo` plus the clock skew
+    /// allowed. A replay store must remember a ticket at least until then.
+    pub fn accepted_until(&self, ticket: &VerifiedTicket) -> DateTime<Utc> {
+        ticket
+            .valid_to
+            .checked_add_signed(self.clock_skew)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
@@ -472,7 +526,8 @@ fn parse_payload(payload: &Map<String, Value>) -> Result<Target, TicketError> {
     })
 }
 
-fn parse_port(port: &str) -> Option<u16> {
+/// A port number from 1 to 65535, digits only.
+pub(crate) fn parse_port(port: &str) -> Option<u16> {
     if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -480,7 +535,7 @@ fn parse_port(port: &str) -> Option<u16> {
 }
 
 /// An IP literal (IPv6 without brackets) or an RFC 1123 host name.
-fn parse_host(host: &str) -> Option<String> {
+pub(crate) fn parse_host(host: &str) -> Option<String> {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Some(host.to_owned());
     }
@@ -703,6 +758,82 @@ mod tests {
         );
         assert!(check_signed_fields("salt,digest,validFrom,validTo,data", true).is_ok());
         assert!(check_signed_fields("salt,validFrom,validTo,data", true).is_err());
+    }
+
+    #[test]
+    fn ticket_id_is_the_same_for_every_encoding_of_a_ticket() {
+        let v = verifier();
+        let original =
+            include_str!("../tests/fixtures/vectors/01-valid-py-vnc-plain.ticket").trim();
+        let id = v.verify(original, now()).unwrap().id;
+        // Same fields, other key order and whitespace, URL-safe base64 without padding.
+        let json: Map<String, Value> =
+            serde_json::from_slice(&STANDARD.decode(original).unwrap()).unwrap();
+        let reordered: Vec<(String, Value)> = json.into_iter().rev().collect();
+        let text = format!(
+            "{{ {} }}",
+            reordered
+                .iter()
+                .map(|(k, v)| format!("{}: {v}", Value::from(k.as_str())))
+                .collect::<Vec<_>>()
+                .join(" , ")
+        );
+        let recoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        assert_ne!(recoded, original);
+        assert_eq!(v.verify(&recoded, now()).unwrap().id, id);
+        let other =
+            include_str!("../tests/fixtures/vectors/03-valid-py-webadmin-data.ticket").trim();
+        assert_ne!(v.verify(other, now()).unwrap().id, id);
+        assert_eq!(format!("{id:?}").len(), "TicketId(..)".len() + 12);
+    }
+
+    /// A 4.4.6-4.4.10 engine signs the same fields (with `digest`) twice: the ticket must have
+    /// one id whichever signature is checked, or dropping `v2_signature` would replay it.
+    #[test]
+    fn ticket_id_ignores_which_signature_verified() {
+        let key =
+            PKey::private_key_from_pem(include_bytes!("../tests/fixtures/pki/engine.key")).unwrap();
+        let v = TicketVerifier::from_pem(include_bytes!("../tests/fixtures/pki/engine.pem"))
+            .unwrap()
+            .accept_legacy_sha1(true);
+        let (salt, data) = (
+            "888wUMgRETA=",
+            "%7B%22host%22%3A%22h%22%2C%22port%22%3A%225900%22%7D",
+        );
+        let (from, to) = ("20261121154616", "20271121154616");
+        let message = [salt, data, from, to, "sha1"].concat();
+        let mut pss = Signer::new(MessageDigest::sha256(), &key).unwrap();
+        pss.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+        pss.set_rsa_mgf1_md(MessageDigest::sha256()).unwrap();
+        pss.set_rsa_pss_saltlen(RsaPssSaltlen::custom(max_pss_salt_len(key.bits())))
+            .unwrap();
+        pss.update(message.as_bytes()).unwrap();
+        let v2 = STANDARD.encode(pss.sign_to_vec().unwrap());
+        let mut sha1 = Signer::new(MessageDigest::sha1(), &key).unwrap();
+        sha1.set_rsa_padding(Padding::PKCS1).unwrap();
+        sha1.update(message.as_bytes()).unwrap();
+        let legacy = STANDARD.encode(sha1.sign_to_vec().unwrap());
+        let base = [
+            ("salt", salt),
+            ("data", data),
+            ("validFrom", from),
+            ("validTo", to),
+            ("digest", "sha1"),
+            ("signedFields", "salt,data,validFrom,validTo,digest"),
+        ];
+        let both = fields(&[&base[..], &[("v2_signature", &v2), ("signature", &legacy)]].concat());
+        let legacy_only = fields(&[&base[..], &[("signature", legacy.as_str())]].concat());
+        let id = v.verify(&both, now()).unwrap().id;
+        assert_eq!(v.verify(&legacy_only, now()).unwrap().id, id);
+        assert_eq!(
+            v.accepted_until(&v.verify(&both, now()).unwrap()),
+            "2027-11-21T15:46:16Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let skewed = v.clock_skew(std::time::Duration::from_secs(30));
+        assert_eq!(
+            skewed.accepted_until(&skewed.verify(&both, now()).unwrap()),
+            "2027-11-21T15:46:46Z".parse::<DateTime<Utc>>().unwrap()
+        );
     }
 
     #[test]

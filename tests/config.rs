@@ -113,8 +113,8 @@ fn engine_setup_deployment_loads_packaged_defaults_then_setup_file() {
         ))
     );
     assert_eq!(
-        settings.cert_for_data_verification,
-        Path::new("/etc/pki/ovirt-engine/certs/engine.cer")
+        settings.cert_for_data_verification.as_deref(),
+        Some(Path::new("/etc/pki/ovirt-engine/certs/engine.cer"))
     );
     assert_eq!(settings.ssl_min_version, TlsVersion::Tls12);
     assert!(!settings.trace_enable);

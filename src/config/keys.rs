@@ -29,6 +29,28 @@ pub const TRACE_FILE: &str = "TRACE_FILE";
 pub const TICKET_ACCEPT_LEGACY_SHA1: &str = "TICKET_ACCEPT_LEGACY_SHA1";
 /// Tolerance on a ticket's validity window.
 pub const TICKET_CLOCK_SKEW: &str = "TICKET_CLOCK_SKEW";
+/// How a request names its console.
+pub const TARGET_RESOLVER: &str = "TARGET_RESOLVER";
+/// Whether each signed ticket is accepted once only.
+pub const TICKET_SINGLE_USE: &str = "TICKET_SINGLE_USE";
+/// Where single-use tickets are recorded.
+pub const REPLAY_STORE: &str = "REPLAY_STORE";
+/// The Redis server shared by every instance for single-use tickets.
+pub const REDIS_URL: &str = "REDIS_URL";
+/// Time the replay store has to answer.
+pub const REPLAY_STORE_TIMEOUT: &str = "REPLAY_STORE_TIMEOUT";
+/// websockify-style token file or directory.
+pub const TOKEN_FILE: &str = "TOKEN_FILE";
+/// The HTTP service asked about tokens.
+pub const TOKEN_AUTHORITY_URL: &str = "TOKEN_AUTHORITY_URL";
+/// CAs trusted for an https token authority.
+pub const TOKEN_AUTHORITY_CA: &str = "TOKEN_AUTHORITY_CA";
+/// Time the token authority has to answer.
+pub const TOKEN_AUTHORITY_TIMEOUT: &str = "TOKEN_AUTHORITY_TIMEOUT";
+/// How long a positive answer of the token authority is reused.
+pub const TOKEN_AUTHORITY_CACHE_TTL: &str = "TOKEN_AUTHORITY_CACHE_TTL";
+/// How many positive answers of the token authority are kept.
+pub const TOKEN_AUTHORITY_CACHE_SIZE: &str = "TOKEN_AUTHORITY_CACHE_SIZE";
 /// Time allowed for the TLS handshake and the HTTP request.
 pub const HANDSHAKE_TIMEOUT: &str = "HANDSHAKE_TIMEOUT";
 /// Time allowed to connect to the console.
@@ -162,6 +184,72 @@ pub const KEYS: &[KeyDef] = &[
         name: TICKET_CLOCK_SKEW,
         default: "0",
         doc: "tolerance on a ticket's validFrom and validTo",
+        secret: false,
+    },
+    KeyDef {
+        name: TARGET_RESOLVER,
+        default: "signed-ticket",
+        doc: "how a request names its console: signed-ticket, token-file or token-authority",
+        secret: false,
+    },
+    KeyDef {
+        name: TICKET_SINGLE_USE,
+        default: "False",
+        doc: "accept each signed ticket once only; replays are refused",
+        secret: false,
+    },
+    KeyDef {
+        name: REPLAY_STORE,
+        default: "memory",
+        doc: "where single-use tickets are recorded: memory (one instance) or redis (shared)",
+        secret: false,
+    },
+    KeyDef {
+        name: REDIS_URL,
+        default: "",
+        doc: "redis://[:password@]host[:port][/db] shared by every instance (REPLAY_STORE=redis)",
+        secret: false,
+    },
+    KeyDef {
+        name: REPLAY_STORE_TIMEOUT,
+        default: "2s",
+        doc: "time the replay store has to answer; no answer refuses the ticket",
+        secret: false,
+    },
+    KeyDef {
+        name: TOKEN_FILE,
+        default: "",
+        doc: "token-file mode: a file of TOKEN: host:port lines, or a directory of such files",
+        secret: false,
+    },
+    KeyDef {
+        name: TOKEN_AUTHORITY_URL,
+        default: "",
+        doc: "token-authority mode: the http(s) URL asked about each token",
+        secret: false,
+    },
+    KeyDef {
+        name: TOKEN_AUTHORITY_CA,
+        default: "",
+        doc: "PEM CA certificates trusted for an https authority; empty: the system's",
+        secret: false,
+    },
+    KeyDef {
+        name: TOKEN_AUTHORITY_TIMEOUT,
+        default: "5s",
+        doc: "time the token authority has to answer",
+        secret: false,
+    },
+    KeyDef {
+        name: TOKEN_AUTHORITY_CACHE_TTL,
+        default: "30s",
+        doc: "how long a positive answer is reused; 0: ask every time",
+        secret: false,
+    },
+    KeyDef {
+        name: TOKEN_AUTHORITY_CACHE_SIZE,
+        default: "1000",
+        doc: "most positive answers kept; 0: no cache",
         secret: false,
     },
     KeyDef {
@@ -313,12 +401,18 @@ pub fn canonical_key(name: &str) -> &str {
         .map_or(name, |(_, key)| key)
 }
 
-/// Whether `name`'s value must be masked: a secret key, or any key whose name says so,
-/// since upstream files may carry helper keys we do not know.
+/// Whether `name`'s value must be masked: a key registered as secret, or an unknown key
+/// whose name says so, since upstream files may carry helper keys we do not know. A
+/// registered key is judged by its registration alone: `TOKEN_FILE` names a file, not a
+/// token. (Passwords inside URLs are masked whatever the key: see `mask_url_password`.)
 pub fn is_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    key_def(canonical_key(name)).is_some_and(|key| key.secret)
-        || SECRET_WORDS.iter().any(|word| upper.contains(word))
+    match key_def(canonical_key(name)) {
+        Some(key) => key.secret,
+        None => {
+            let upper = name.to_ascii_uppercase();
+            SECRET_WORDS.iter().any(|word| upper.contains(word))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,8 +463,10 @@ mod tests {
             assert!(is_secret(name), "{name}");
         }
         for key in KEYS {
-            assert!(!is_secret(key.name), "{}", key.name);
+            assert_eq!(is_secret(key.name), key.secret, "{}", key.name);
         }
+        assert!(!is_secret(TOKEN_FILE));
+        assert!(!is_secret(TOKEN_AUTHORITY_URL));
         assert!(!is_secret("PKI_DIR"));
     }
 }

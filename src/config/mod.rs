@@ -10,15 +10,18 @@
 
 mod files;
 pub mod keys;
+pub mod resolvers;
 mod settings;
 mod syntax;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 pub use files::{load, load_all};
 pub use keys::{is_secret, KeyDef, KEYS};
+pub use resolvers::{ReplayStoreKind, ResolverMode, ResolverSettings, SecretUrl};
 pub use settings::{
     parse_bool, parse_duration, parse_listen_host, parse_log_level, parse_message_size, parse_path,
     parse_port, parse_tls_version, InvalidValue, ListenHost, Settings, TlsVersion,
@@ -178,7 +181,8 @@ impl RawConfig {
             .chain(unknown)
             .filter_map(|name| {
                 let entry = self.entries.get(name)?;
-                let value = syntax::quote_value(masked(name, &entry.value));
+                let shown = masked(name, &entry.value);
+                let value = syntax::quote_value(&shown);
                 Some(format!("{name}={value}"))
             })
             .collect()
@@ -199,13 +203,43 @@ impl RawConfig {
 }
 
 /// `value` as it may be shown for key `name`: masked when secret, except that an empty
-/// secret shows as empty, which tells the operator it is unset and leaks nothing.
-fn masked<'a>(name: &str, value: &'a str) -> &'a str {
+/// secret shows as empty, which tells the operator it is unset and leaks nothing; any other
+/// value has the password of a URL in it masked.
+fn masked<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
     if is_secret(name) && !value.is_empty() {
-        MASK
+        Cow::Borrowed(MASK)
     } else {
-        value
+        mask_url_password(value)
     }
+}
+
+/// `scheme://user:password@host...` with the password replaced by the mask, so that a
+/// `REDIS_URL` or `TOKEN_AUTHORITY_URL` can be printed and logged. Other text is unchanged.
+pub fn mask_url_password(value: &str) -> Cow<'_, str> {
+    let Some(scheme_end) = value.find("://") else {
+        return Cow::Borrowed(value);
+    };
+    let authority_start = scheme_end + 3;
+    let authority_len = value[authority_start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(value.len() - authority_start);
+    let authority = &value[authority_start..authority_start + authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return Cow::Borrowed(value);
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return Cow::Borrowed(value);
+    };
+    let password_start = authority_start + colon + 1;
+    let password_end = authority_start + at;
+    if password_start == password_end {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(format!(
+        "{}{MASK}{}",
+        &value[..password_start],
+        &value[password_end..]
+    ))
 }
 
 /// Masks secrets, so a configuration can be logged with `{:?}`.
@@ -216,7 +250,7 @@ impl fmt::Debug for RawConfig {
             .iter()
             .map(|(name, entry)| {
                 let shown = Entry {
-                    value: masked(name, &entry.value).to_owned(),
+                    value: masked(name, &entry.value).into_owned(),
                     origin: entry.origin.clone(),
                 };
                 (name.as_str(), shown)
@@ -318,6 +352,30 @@ mod tests {
         let lines = config.print_lines();
         assert!(lines.contains(&"DB_PASSWORD=********".to_owned()));
         assert!(lines.contains(&"API_TOKEN=".to_owned()));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn url_passwords_are_masked_whatever_the_key() {
+        for (value, shown) in [
+            (
+                "redis://:hunter2@10.0.0.9:6379/0",
+                "redis://:********@10.0.0.9:6379/0",
+            ),
+            (
+                "https://proxy:p@ss@auth/check?x=1",
+                "https://proxy:********@auth/check?x=1",
+            ),
+            ("http://user@auth/", "http://user@auth/"),
+            ("http://auth:8080/a@b", "http://auth:8080/a@b"),
+            ("/etc/tokens", "/etc/tokens"),
+        ] {
+            assert_eq!(mask_url_password(value), shown, "{value}");
+        }
+        let config = RawConfig::from_pairs(&[("REDIS_URL", "redis://:hunter2@h:1")]);
+        assert!(config
+            .print_lines()
+            .contains(&"REDIS_URL=redis://:********@h:1".to_owned()));
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 

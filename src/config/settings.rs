@@ -11,6 +11,7 @@ use tracing::Level;
 
 // Every key name is a const in `keys`; settings reads them all.
 use super::keys::*;
+use super::resolvers::ResolverSettings;
 use super::{ConfigError, ConfigWarning, Entry, RawConfig};
 use crate::policy::{parse_host_rules, parse_port_ranges, TargetPolicy};
 
@@ -253,8 +254,9 @@ pub struct Settings {
     pub ssl_min_version: TlsVersion,
     /// OpenSSL syntax, as upstream configs carry it; `tls` maps it to rustls suites.
     pub ssl_ciphers: String,
-    /// May hold several certificates, so the engine can rotate its key.
-    pub cert_for_data_verification: PathBuf,
+    /// May hold several certificates, so the engine can rotate its key. `None` only when
+    /// the resolver verifies no tickets.
+    pub cert_for_data_verification: Option<PathBuf>,
     /// Accepted for compatibility; tracing is not supported and this is ignored.
     pub trace_enable: bool,
     pub trace_file: Option<PathBuf>,
@@ -283,6 +285,8 @@ pub struct Settings {
     pub reconnect_grace_period: Option<Duration>,
     pub reconnect_buffer_size: usize,
     pub log_level: Level,
+    /// How a request names its console, and what that needs.
+    pub resolver: ResolverSettings,
 }
 
 impl Settings {
@@ -300,6 +304,7 @@ impl Settings {
     /// cross-field check.
     pub fn from_raw(raw: &RawConfig) -> Result<(Settings, Vec<ConfigWarning>), Vec<ConfigError>> {
         let mut keys = KeyReader::new(raw);
+        let resolver = ResolverSettings::read(&mut keys);
         let settings = Settings {
             proxy_host: keys.parse(PROXY_HOST, parse_listen_host),
             proxy_port: keys.parse(PROXY_PORT, parse_port),
@@ -309,7 +314,10 @@ impl Settings {
             ssl_only: keys.flag(SSL_ONLY),
             ssl_min_version: keys.tls_version(SSL_MIN_VERSION),
             ssl_ciphers: keys.text(SSL_CIPHERS).to_owned(),
-            cert_for_data_verification: keys.engine_certificate(CERT_FOR_DATA_VERIFICATION),
+            cert_for_data_verification: keys.engine_certificate(
+                CERT_FOR_DATA_VERIFICATION,
+                resolver.needs_engine_certificate(),
+            ),
             trace_enable: keys.flag(TRACE_ENABLE),
             trace_file: parse_path(keys.text(TRACE_FILE)),
             ticket_accept_legacy_sha1: keys.flag(TICKET_ACCEPT_LEGACY_SHA1),
@@ -337,6 +345,7 @@ impl Settings {
             reconnect_grace_period: keys.parse(RECONNECT_GRACE_PERIOD, parse_optional_duration),
             reconnect_buffer_size: keys.parse(RECONNECT_BUFFER_SIZE, parse_message_size),
             log_level: keys.parse(LOG_LEVEL, parse_log_level),
+            resolver,
         };
         check_cross_fields(&settings, &mut keys);
         if keys.errors.is_empty() {
@@ -377,7 +386,7 @@ fn check_cross_fields(settings: &Settings, keys: &mut KeyReader<'_>) {
 
 /// Reads registered keys from a [`RawConfig`], collecting errors and warnings with
 /// each key's origin, so that parsing goes on after a bad value.
-struct KeyReader<'a> {
+pub(super) struct KeyReader<'a> {
     raw: &'a RawConfig,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
@@ -398,14 +407,14 @@ impl<'a> KeyReader<'a> {
             .expect("a RawConfig holds every registered key")
     }
 
-    fn text(&self, key: &str) -> &'a str {
+    pub(super) fn text(&self, key: &str) -> &'a str {
         &self.entry(key).value
     }
 
     /// Parses `key` with `parse`. On error the key's built-in default stands in, so that
     /// the other keys and the cross-field checks still run; the settings are then
     /// discarded, since an error was recorded.
-    fn parse<T>(&mut self, key: &str, parse: fn(&str) -> Result<T, InvalidValue>) -> T {
+    pub(super) fn parse<T>(&mut self, key: &str, parse: fn(&str) -> Result<T, InvalidValue>) -> T {
         parse(self.text(key)).unwrap_or_else(|error| {
             self.error(key, error.to_string());
             let default = key_def(key).expect("a registered key").default;
@@ -415,7 +424,7 @@ impl<'a> KeyReader<'a> {
 
     /// Parses a boolean key, warning when the value is taken as false only by upstream's
     /// rule that anything not true is false.
-    fn flag(&mut self, key: &str) -> bool {
+    pub(super) fn flag(&mut self, key: &str) -> bool {
         let value = self.text(key);
         parse_bool(value).unwrap_or_else(|| {
             self.warn(
@@ -442,19 +451,21 @@ impl<'a> KeyReader<'a> {
         })
     }
 
-    /// Reads the engine certificate path, which tickets cannot be verified without.
-    fn engine_certificate(&mut self, key: &str) -> PathBuf {
-        parse_path(self.text(key)).unwrap_or_else(|| {
+    /// Reads the engine certificate path, which tickets cannot be verified without:
+    /// an error when it is `needed` and not set.
+    fn engine_certificate(&mut self, key: &str, needed: bool) -> Option<PathBuf> {
+        let path = parse_path(self.text(key));
+        if path.is_none() && needed {
             self.error(
                 key,
                 "is not set: the engine certificate is needed to verify tickets",
             );
-            PathBuf::new()
-        })
+        }
+        path
     }
 
     /// Records an error about `key`, at the assignment that set it if a file did.
-    fn error(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, key: &str, message: impl Into<String>) {
         let origin = &self.entry(key).origin;
         self.errors.push(ConfigError {
             origin: (!origin.is_built_in()).then(|| origin.clone()),
@@ -463,7 +474,7 @@ impl<'a> KeyReader<'a> {
         });
     }
 
-    fn warn(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, key: &str, message: impl Into<String>) {
         self.warnings.push(ConfigWarning {
             origin: self.entry(key).origin.clone(),
             key: Some(key.to_owned()),
@@ -475,6 +486,7 @@ impl<'a> KeyReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::resolvers::{ReplayStoreKind, ResolverMode};
     use crate::config::Origin;
     use crate::policy::{HostRule, PortRange};
 
@@ -510,7 +522,7 @@ mod tests {
                 ssl_only: false,
                 ssl_min_version: TlsVersion::Tls12,
                 ssl_ciphers: "HIGH:!aNULL".to_owned(),
-                cert_for_data_verification: PathBuf::from(ENGINE_CERT.1),
+                cert_for_data_verification: Some(PathBuf::from(ENGINE_CERT.1)),
                 trace_enable: false,
                 trace_file: None,
                 ticket_accept_legacy_sha1: false,
@@ -541,6 +553,19 @@ mod tests {
                 reconnect_grace_period: None,
                 reconnect_buffer_size: 2 * 1024 * 1024,
                 log_level: Level::INFO,
+                resolver: ResolverSettings {
+                    mode: ResolverMode::SignedTicket,
+                    ticket_single_use: false,
+                    replay_store: ReplayStoreKind::Memory,
+                    redis_url: None,
+                    replay_store_timeout: Duration::from_secs(2),
+                    token_file: None,
+                    token_authority_url: None,
+                    token_authority_ca: None,
+                    token_authority_timeout: Duration::from_secs(5),
+                    token_authority_cache_ttl: Duration::from_secs(30),
+                    token_authority_cache_size: 1000,
+                },
             }
         );
     }
