@@ -207,10 +207,12 @@ impl RedisReplayStore {
         })
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, String> {
+    /// The open connection, or a new one. `bool`: whether it was already open (and so may
+    /// have died since: a Redis restart, an idle connection dropped by a firewall).
+    async fn connect(&self) -> Result<(MultiplexedConnection, bool), String> {
         let mut slot = self.connection.lock().await;
         if let Some(open) = &slot.open {
-            return Ok(open.clone());
+            return Ok((open.clone(), true));
         }
         if let Some(failed_at) = slot.failed_at {
             if failed_at.elapsed() < RECONNECT_BACKOFF {
@@ -226,26 +228,21 @@ impl RedisReplayStore {
                 .get_multiplexed_async_connection_with_config(&config),
         )
         .await;
-        match attempt {
+        let failure = match attempt {
             Ok(Ok(open)) => {
                 slot.open = Some(open.clone());
                 slot.failed_at = None;
-                Ok(open)
+                return Ok((open, false));
             }
-            Ok(Err(e)) => {
-                slot.failed_at = Some(Instant::now());
-                slot.last_failure = format!("cannot connect to redis at {}: {e}", self.shown);
-                Err(slot.last_failure.clone())
-            }
-            Err(_) => {
-                slot.failed_at = Some(Instant::now());
-                slot.last_failure = format!(
-                    "cannot connect to redis at {} within {:?}",
-                    self.shown, self.timeout
-                );
-                Err(slot.last_failure.clone())
-            }
-        }
+            Ok(Err(e)) => format!("cannot connect to redis at {}: {e}", self.shown),
+            Err(_) => format!(
+                "cannot connect to redis at {} within {:?}",
+                self.shown, self.timeout
+            ),
+        };
+        slot.failed_at = Some(Instant::now());
+        slot.last_failure = failure.clone();
+        Err(failure)
     }
 
     /// Forgets a connection that failed, so the next ticket connects again.
@@ -253,28 +250,43 @@ impl RedisReplayStore {
         self.connection.lock().await.open = None;
     }
 
-    async fn set_once(&self, key: String, value: String, expiry_ms: u64) -> Result<bool, String> {
-        let mut connection = self.connect().await?;
-        let mut command = redis::cmd("SET");
-        command
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(expiry_ms);
-        let command = command.query_async::<Option<String>>(&mut connection);
-        match tokio::time::timeout(self.timeout, command).await {
-            Ok(Ok(reply)) => Ok(reply.is_some()),
-            Ok(Err(e)) => {
-                self.reset().await;
-                Err(format!("redis at {}: {e}", self.shown))
-            }
-            Err(_) => {
-                self.reset().await;
-                Err(format!(
-                    "redis at {} did not answer within {:?}",
-                    self.shown, self.timeout
-                ))
+    /// Records `key` unless present. A connection that was open before and turns out dead
+    /// is replaced once; any other failure refuses the ticket.
+    async fn set_once(&self, key: &str, value: &str, expiry_ms: u64) -> Result<bool, String> {
+        let mut retried = false;
+        loop {
+            let (mut connection, reused) = self.connect().await?;
+            let mut command = redis::cmd("SET");
+            command
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(expiry_ms);
+            let reply = tokio::time::timeout(
+                self.timeout,
+                command.query_async::<Option<String>>(&mut connection),
+            )
+            .await;
+            match reply {
+                Ok(Ok(reply)) => return Ok(reply.is_some()),
+                Ok(Err(e)) => {
+                    self.reset().await;
+                    let dead =
+                        e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error();
+                    if reused && dead && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(format!("redis at {}: {e}", self.shown));
+                }
+                Err(_) => {
+                    self.reset().await;
+                    return Err(format!(
+                        "redis at {} did not answer within {:?}",
+                        self.shown, self.timeout
+                    ));
+                }
             }
         }
     }
@@ -291,13 +303,8 @@ impl ReplayStore for RedisReplayStore {
         let left = (until - now).max(TimeDelta::zero());
         let expiry = left.to_std().unwrap_or_default() + REDIS_EXPIRY_MARGIN;
         let expiry_ms = u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX);
-        let result = self
-            .set_once(
-                format!("{REDIS_KEY_PREFIX}{}", id.to_hex()),
-                now.to_rfc3339(),
-                expiry_ms,
-            )
-            .await;
+        let key = format!("{REDIS_KEY_PREFIX}{}", id.to_hex());
+        let result = self.set_once(&key, &now.to_rfc3339(), expiry_ms).await;
         let healthy = result.is_ok();
         if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
             match &result {

@@ -9,10 +9,11 @@
 //!   which re-reads the files on every request). A watcher (inotify) would not remove the
 //!   need for this check: a browser may arrive between a write and its notification, and
 //!   inotify misses changes on NFS. Concurrent lookups share one check.
-//! - A change is loaded only once the files are quiet: unchanged for [`QUIET`], by their
-//!   modification time or by our own observation. A file being rewritten in place (truncated,
-//!   then written piece by piece) is never loaded half-way; until it is quiet the previous
-//!   table stays in use. A read is kept only if no file changed while it was read.
+//! - A change is loaded only once the files are quiet: seen unchanged by us for [`QUIET`], or
+//!   for [`SETTLE`] when their modification times are [`QUIET`] old already. A file being
+//!   rewritten in place (truncated, then written piece by piece) is never loaded half-way;
+//!   until it is quiet the previous table stays in use. A read is kept only if no file
+//!   changed while it was read.
 //! - A token missing from the table while a change is pending waits for the change (at most
 //!   [`MISS_WAIT`]) before it is refused, so a token written just before the browser arrives
 //!   is found. Files that never stay quiet that long are then read as they are, keeping
@@ -44,6 +45,11 @@ use crate::ticket;
 
 /// How long files must stay unchanged before a change is loaded.
 pub const QUIET: Duration = Duration::from_millis(250);
+
+/// How long a change to files last modified at least [`QUIET`] ago must be seen unchanged
+/// before it is loaded. Their age alone is not enough: Linux may show a file truncated by a
+/// writer with its new size but, for an instant, its old modification time.
+pub const SETTLE: Duration = Duration::from_millis(25);
 
 /// How long a lookup for a token not in the table waits for a pending change.
 pub const MISS_WAIT: Duration = Duration::from_secs(2);
@@ -283,10 +289,9 @@ struct Loaded {
 }
 
 /// Reads every file of the source while no file changes, else retries. The read counts as
-/// quiet when the files are old enough, or are exactly `observed_quiet`, a state seen
-/// unchanged for [`QUIET`]; otherwise only complete lines are used and the snapshot has no
-/// stamp, so that it is read again.
-fn load(source: &Path, observed_quiet: Option<&Stamp>) -> Result<Loaded, TokenFileError> {
+/// quiet only if it is exactly `settled`, a state seen unchanged long enough; otherwise only
+/// complete lines are used and the snapshot has no stamp, so that it is read again.
+fn load(source: &Path, settled: Option<&Stamp>) -> Result<Loaded, TokenFileError> {
     for _ in 0..READ_ATTEMPTS {
         let before = observe(source)?;
         let mut texts = Vec::with_capacity(before.0.len());
@@ -312,7 +317,7 @@ fn load(source: &Path, observed_quiet: Option<&Stamp>) -> Result<Loaded, TokenFi
         if vanished || observe(source)? != before {
             continue;
         }
-        let quiet = before.quiet_by_age(SystemTime::now()) || observed_quiet == Some(&before);
+        let quiet = settled == Some(&before);
         return Ok(build(before, &texts, quiet));
     }
     Err(TokenFileError::Changing {
@@ -577,18 +582,21 @@ fn examine(
             first_seen: now,
         },
     };
+    // Settled: seen unchanged for QUIET, or for SETTLE when the files are old already.
     let wall = SystemTime::now();
-    let observed_quiet = now.saturating_duration_since(pending.first_seen) >= QUIET;
-    if !force && !observed_quiet && !pending.stamp.quiet_by_age(wall) {
-        let quiet_at = pending
+    let seen_for = now.saturating_duration_since(pending.first_seen);
+    let settled = seen_for >= QUIET || (seen_for >= SETTLE && pending.stamp.quiet_by_age(wall));
+    if !settled && !force {
+        let by_age = pending
             .stamp
             .quiet_at(wall, now)
-            .min(pending.first_seen + QUIET);
+            .max(pending.first_seen + SETTLE);
+        let quiet_at = by_age.min(pending.first_seen + QUIET);
         return Examined::Waiting { pending, quiet_at };
     }
-    match load(source, observed_quiet.then_some(&pending.stamp)) {
+    match load(source, settled.then_some(&pending.stamp)) {
         Ok(loaded) if loaded.snapshot.stamp.is_none() && !force => {
-            // Changed again since the stat: wait for the new state to be quiet.
+            // Changed again since the stat: wait for the new state to settle.
             let pending = Pending {
                 stamp: loaded.stamp,
                 first_seen: now,
@@ -596,6 +604,7 @@ fn examine(
             let quiet_at = pending
                 .stamp
                 .quiet_at(SystemTime::now(), now)
+                .max(now + SETTLE)
                 .min(now + QUIET);
             Examined::Waiting { pending, quiet_at }
         }

@@ -58,7 +58,12 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub async fn start() -> EchoServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        EchoServer::start_on("127.0.0.1:0").await
+    }
+
+    /// An echo server on a given loopback address, e.g. `[::1]:0`.
+    pub async fn start_on(addr: &str) -> EchoServer {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
