@@ -2,8 +2,8 @@
 //! accepts oVirt console tickets.
 //!
 //! A request flows through the modules in this order: [`server`] accepts and speaks TLS and
-//! HTTP, [`target`] chooses the console (via [`ticket`] for oVirt tickets), [`connect`] opens
-//! the TCP connection, [`relay`] pumps bytes. [`config`] and [`tls`] turn files into settings;
+//! HTTP, [`target`] chooses the console (an oVirt ticket via [`ticket`], a token file, a token
+//! authority), [`connect`] opens the TCP connection, [`relay`] pumps bytes. [`config`] and [`tls`] turn files into settings;
 //! [`proxy`] assembles them; [`cli`] is the command line.
 
 pub mod cli;
