@@ -445,10 +445,10 @@ async fn a_vanished_token_file_keeps_the_last_table() {
 
 /// A token authority on loopback: `good*` tokens lead to `echo`, `unknown` gets 404,
 /// `refused` 403, `slow` answers after 3 s, `broken` 500, `garbage` a 200 that is not JSON.
-/// It records every question (token and X-Forwarded-For).
+/// It records every question: token, X-Forwarded-For and Authorization.
 struct Authority {
     addr: SocketAddr,
-    asked: Arc<Mutex<Vec<(String, String)>>>,
+    asked: Arc<Mutex<Vec<(String, String, String)>>>,
 }
 
 impl Authority {
@@ -487,7 +487,7 @@ impl Authority {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(t, _)| t == token)
+            .filter(|(t, _, _)| t == token)
             .count()
     }
 }
@@ -495,20 +495,26 @@ impl Authority {
 async fn answer(
     request: &Request<hyper::body::Incoming>,
     echo: SocketAddr,
-    asked: &Mutex<Vec<(String, String)>>,
+    asked: &Mutex<Vec<(String, String, String)>>,
 ) -> Response<Full<Bytes>> {
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
     let token = query.get("token").cloned().unwrap_or_default();
-    let forwarded = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    asked.lock().unwrap().push((token.clone(), forwarded));
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    asked.lock().unwrap().push((
+        token.clone(),
+        header("x-forwarded-for"),
+        header("authorization"),
+    ));
     let respond = |status: StatusCode, body: String| {
         let mut response = Response::new(Full::from(body));
         *response.status_mut() = status;
@@ -543,7 +549,7 @@ async fn token_authority_valid_unknown_refused_slow_and_broken() {
     let proxy = ProxyProcess::start(&token_mode(
         "token-authority",
         &format!(
-            "TOKEN_AUTHORITY_URL=http://127.0.0.1:{}/console?realm=test\nTOKEN_AUTHORITY_TIMEOUT=500ms",
+            "TOKEN_AUTHORITY_URL=http://console:pa%40ss@127.0.0.1:{}/console?realm=test\nTOKEN_AUTHORITY_TIMEOUT=500ms",
             authority.addr.port()
         ),
     ));
@@ -554,12 +560,14 @@ async fn token_authority_valid_unknown_refused_slow_and_broken() {
         .unwrap();
     open_console(proxy.addr, "good-1").await.unwrap();
     assert_eq!(authority.questions_about("good-1"), 1);
+    // Each question names the browser, and carries the URL's credentials ("console:pa@ss").
     assert!(authority
         .asked
         .lock()
         .unwrap()
         .iter()
-        .all(|(_, forwarded)| forwarded == "127.0.0.1"));
+        .all(|(_, forwarded, authorization)| forwarded == "127.0.0.1"
+            && authorization == "Basic Y29uc29sZTpwYUBzcw=="));
 
     // Unknown: refused each time, asked each time (refusals are never cached).
     let cases = [

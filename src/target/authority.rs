@@ -108,7 +108,9 @@ pub struct AuthorityOptions {
 
 /// Asks a token authority over HTTP(S).
 pub struct TokenAuthority {
+    /// The URL without its user information, which goes in `authorization` instead.
     url: Url,
+    authorization: Option<String>,
     /// The URL as logs show it: no credentials, no query.
     shown: String,
     timeout: Duration,
@@ -188,9 +190,14 @@ impl TokenAuthority {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(IDLE_CONNECTION)
             .build(connector);
+        let authorization = basic_authorization(&options.url);
+        let mut url = options.url;
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
         Ok(TokenAuthority {
-            shown: shown_url(&options.url),
-            url: options.url,
+            shown: shown_url(&url),
+            url,
+            authorization,
             timeout: options.timeout,
             client,
             cache: AnswerCache::new(options.cache_ttl, options.cache_size),
@@ -237,7 +244,7 @@ impl TokenAuthority {
                 concat!("consolegate/", env!("CARGO_PKG_VERSION")),
             )
             .header("x-forwarded-for", client.to_string());
-        if let Some(authorization) = basic_authorization(&self.url) {
+        if let Some(authorization) = &self.authorization {
             request = request.header(hyper::header::AUTHORIZATION, authorization);
         }
         let request = request
