@@ -10,13 +10,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
 use consolegate::config::{RawConfig, Settings};
-use consolegate::proxy::Proxy;
+use consolegate::proxy::{Proxy, Shared};
 use consolegate::target::{Target, TokenFile};
 use consolegate::ticket::TicketSigner;
 use futures_util::{SinkExt, StreamExt};
@@ -79,7 +78,7 @@ async fn proxy(pairs: &[(&str, &str)]) -> (SocketAddr, tokio::sync::oneshot::Sen
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(consolegate::server::run(
         listener,
-        Arc::new(proxy),
+        Shared::new(proxy),
         async move {
             let _ = stopped.await;
         },

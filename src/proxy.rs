@@ -18,7 +18,7 @@ use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::resume::Parking;
 use crate::target::authority::{AuthorityConfigError, AuthorityOptions};
-use crate::target::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore, MEMORY_CAPACITY};
+use crate::target::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore};
 use crate::target::{SignedTickets, SingleUseTickets, TargetResolver, TokenAuthority, TokenFile};
 use crate::ticket::TicketVerifier;
 use crate::tls::{self, CertSummary};
@@ -194,7 +194,7 @@ fn build_resolver(
                 return Ok(Arc::new(tickets));
             }
             let store: Arc<dyn ReplayStore> = match resolver.replay_store {
-                ReplayStoreKind::Memory => Arc::new(MemoryReplayStore::new(MEMORY_CAPACITY)),
+                ReplayStoreKind::Memory => MemoryReplayStore::process_wide(),
                 ReplayStoreKind::Redis => {
                     let url = resolver
                         .redis_url

@@ -2,8 +2,8 @@
 //! (rewritten by a concurrent writer while sessions open), a real HTTP(S) token authority
 //! started here (valid, unknown, refused, slow, broken, down), and single-use tickets with
 //! the memory store and with a real Redis server shared by two proxy instances. Every mode
-//! reaches a real TCP echo server; every refusal opens no target connection and logs the
-//! credential's fingerprint, never the credential.
+//! reaches a real TCP echo server and is held to the target policy; every refusal opens no
+//! target connection and logs the credential's fingerprint, never the credential.
 
 mod common;
 
@@ -35,13 +35,14 @@ fn token_mode(mode: &str, lines: &str) -> String {
     format!("TARGET_RESOLVER={mode}\nCERT_FOR_DATA_VERIFICATION=\n{lines}")
 }
 
-/// Opens a console at `path` (ws://), checks a byte-exact echo, and closes it.
+/// Opens a console at `path` (ws://), checks a byte-exact echo, and closes it. A refusal
+/// (an HTTP status, or a close frame at once) is an error naming its code.
 async fn open_console(proxy: SocketAddr, path: &str) -> Result<(), String> {
     let (mut client, _) = ws_connect(proxy, false, path, Some("binary"))
         .await
         .map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(response) => {
-                format!("refused with {}", response.status())
+                format!("refused with HTTP {}", response.status())
             }
             other => other.to_string(),
         })?;
@@ -52,16 +53,23 @@ async fn open_console(proxy: SocketAddr, path: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(Duration::from_secs(10), client.next()).await {
         Ok(Some(Ok(Message::Binary(data)))) if data[..] == payload[..] => {}
+        Ok(Some(Ok(Message::Close(Some(frame))))) => {
+            return Err(format!(
+                "refused with close {}: {}",
+                frame.code, frame.reason
+            ))
+        }
         other => return Err(format!("no echo: {other:?}")),
     }
     let _ = client.close(None).await;
     Ok(())
 }
 
-/// The status of a refused console at `path`, over ws:// and wss://.
+/// The close code (or HTTP status) of a refused console at `path`, the same over ws:// and
+/// wss://.
 async fn refused(proxy: SocketAddr, path: &str) -> u16 {
-    let plain = refusal_status(ws_connect(proxy, false, path, Some("binary")).await);
-    let tls = refusal_status(ws_connect(proxy, true, path, Some("binary")).await);
+    let plain = refusal_code(ws_connect(proxy, false, path, Some("binary")).await).await;
+    let tls = refusal_code(ws_connect(proxy, true, path, Some("binary")).await).await;
     assert_eq!(plain, tls, "{path}");
     plain
 }
@@ -121,9 +129,9 @@ async fn token_file_tokens_from_query_or_path_reach_ipv4_and_ipv6_targets() {
         "sessions name the token's fingerprint: {started}"
     );
 
-    assert_eq!(refused(proxy.addr, "websockify?token=vm-404").await, 403);
-    assert_eq!(refused(proxy.addr, "").await, 403);
-    assert_eq!(refused(proxy.addr, "websockify?token=vm-dead").await, 502);
+    assert_eq!(refused(proxy.addr, "websockify?token=vm-404").await, 4403);
+    assert_eq!(refused(proxy.addr, "").await, 4403);
+    assert_eq!(refused(proxy.addr, "websockify?token=vm-dead").await, 4502);
     let lines = refusal_lines(&proxy);
     assert_eq!(lines.len(), 6, "{lines:#?}");
     assert!(
@@ -387,10 +395,10 @@ async fn rewritten_token_file_never_refuses_a_valid_token(rewrite: Rewrite) {
     assert!(!proxy.logs().contains("keeps changing"), "{}", proxy.logs());
 
     // Tokens dropped from the table are refused once the last version is loaded.
-    assert_eq!(refused(proxy.addr, "websockify?token=fresh-1").await, 403);
+    assert_eq!(refused(proxy.addr, "websockify?token=fresh-1").await, 4403);
     assert_eq!(
         refused(proxy.addr, "websockify?token=filler-0-0001").await,
-        403
+        4403
     );
     open_console(proxy.addr, "websockify?token=stable-0")
         .await
@@ -437,7 +445,7 @@ async fn a_vanished_token_file_keeps_the_last_table() {
     std::fs::write(&tokens, format!("back: 127.0.0.1:{}\n", echo.addr.port())).unwrap();
     open_console(proxy.addr, "back").await.unwrap();
     proxy.wait_for_log("token file readable again");
-    assert_eq!(refused(proxy.addr, "kept").await, 403);
+    assert_eq!(refused(proxy.addr, "kept").await, 4403);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -571,21 +579,21 @@ async fn token_authority_valid_unknown_refused_slow_and_broken() {
 
     // Unknown: refused each time, asked each time (refusals are never cached).
     let cases = [
-        ("unknown", 403, "kind=unknown_token", "answered 404"),
-        ("refused", 403, "kind=authority_refused", "answered 403"),
+        ("unknown", 4403, "kind=unknown_token", "answered 404"),
+        ("refused", 4403, "kind=authority_refused", "answered 403"),
         (
             "slow",
-            503,
+            4503,
             "kind=authority_timeout",
             "did not answer within 500ms",
         ),
         (
             "broken",
-            503,
+            4503,
             "kind=authority_bad_answer",
             "HTTP status 500",
         ),
-        ("garbage", 503, "kind=authority_bad_answer", "not JSON"),
+        ("garbage", 4503, "kind=authority_bad_answer", "not JSON"),
     ];
     for (token, status, kind, reason) in cases {
         assert_eq!(
@@ -620,19 +628,29 @@ async fn token_authority_valid_unknown_refused_slow_and_broken() {
         "refused tokens open no target connection"
     );
 
-    // The browser gets a generic text; the log has the reason.
-    let response = raw_http(
-        proxy.addr,
-        "GET /websockify?token=slow HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await;
-    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
-    assert!(response.contains("temporarily unavailable") && !response.contains("127.0.0.1"));
+    // The browser gets a reason it can act on; the log has the details.
+    let (code, reason) =
+        refusal(ws_connect(proxy.addr, false, "websockify?token=slow", Some("binary")).await).await;
+    assert_eq!(code, 4503);
+    assert!(
+        reason.starts_with("console authorization is temporarily unavailable - try again")
+            && !reason.contains("127.0.0.1"),
+        "{reason}"
+    );
 
     // The proxy still serves valid tokens after all that.
     open_console(proxy.addr, "websockify?token=good-2")
         .await
         .unwrap();
+    let logs = proxy.logs();
+    assert!(
+        !logs.contains("pa%40ss") && !logs.contains("pa@ss"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("TOKEN_AUTHORITY_URL=http://console:********@127.0.0.1"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]
@@ -643,7 +661,7 @@ async fn token_authority_down_gives_503_and_says_so() {
         "token-authority",
         &format!("TOKEN_AUTHORITY_URL=http://{down}/check\nTOKEN_AUTHORITY_TIMEOUT=2s"),
     ));
-    assert_eq!(refused(proxy.addr, "websockify?token=good-1").await, 503);
+    assert_eq!(refused(proxy.addr, "websockify?token=good-1").await, 4503);
     let line = proxy.wait_for_log("kind=authority_unreachable");
     assert!(
         line.contains("refused: token authority")
@@ -693,7 +711,7 @@ async fn token_authority_over_https_with_its_own_ca() {
     ));
     assert_eq!(
         refused(untrusted.addr, "websockify?token=good-other").await,
-        503
+        4503
     );
     let line = untrusted.wait_for_log("kind=authority_unreachable");
     assert!(line.to_lowercase().contains("certificate"), "{line}");
@@ -716,14 +734,15 @@ fn recoded(ticket: &str) -> String {
 #[tokio::test]
 async fn single_use_tickets_in_memory_are_accepted_once() {
     let echo = EchoServer::start().await;
-    let proxy = ProxyProcess::start("TICKET_SINGLE_USE=True");
+    // Refusals as upstream sends them, with an HTTP status before the upgrade.
+    let proxy = ProxyProcess::start("TICKET_SINGLE_USE=True\nREFUSE_WITH_HTTP_STATUS=True");
     let ticket = ticket_for(echo.addr);
     open_console(proxy.addr, &ticket).await.unwrap();
     assert_eq!(refused(proxy.addr, &ticket).await, 403);
-    assert_eq!(
-        refusal_status(ws_connect(proxy.addr, false, &recoded(&ticket), None).await),
-        403
-    );
+    let (status, body) =
+        refusal(ws_connect(proxy.addr, false, &recoded(&ticket), None).await).await;
+    assert_eq!(status, 403);
+    assert!(body.starts_with("console ticket already used"), "{body}");
     let line = proxy.wait_for_log("kind=replayed");
     assert!(
         line.contains("refused: single-use ticket")
@@ -742,9 +761,18 @@ async fn single_use_tickets_in_memory_are_accepted_once() {
         !proxy.logs().contains(&ticket[..32]),
         "tickets never reach the log"
     );
+
+    // A configuration reload (SIGHUP) keeps the record: the ticket is still a replay.
+    let fresh = ticket_for(echo.addr);
+    open_console(proxy.addr, &fresh).await.unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_log("configuration reloaded");
+    assert_eq!(refused(proxy.addr, &fresh).await, 403);
+    assert_eq!(refused(proxy.addr, &ticket).await, 403);
     open_console(proxy.addr, &ticket_for(echo.addr))
         .await
         .unwrap();
+    echo.wait_connections(3).await;
 }
 
 /// A Redis server run by the test on a loopback port, with a password and no persistence.
@@ -866,12 +894,12 @@ async fn single_use_tickets_shared_through_redis_by_two_instances() {
     assert!(ttls[0] > 60_000 && ttls[0] <= 180_000, "{ttls:?}");
 
     // A replay to the other instance, in any encoding, and to the first: refused.
-    assert_eq!(refused(second.addr, &ticket).await, 403);
-    assert_eq!(
-        refusal_status(ws_connect(second.addr, false, &recoded(&ticket), None).await),
-        403
-    );
-    assert_eq!(refused(first.addr, &ticket).await, 403);
+    assert_eq!(refused(second.addr, &ticket).await, 4403);
+    let (code, reason) =
+        refusal(ws_connect(second.addr, false, &recoded(&ticket), None).await).await;
+    assert_eq!(code, 4403);
+    assert!(reason.starts_with("console link already used"), "{reason}");
+    assert_eq!(refused(first.addr, &ticket).await, 4403);
     let line = second.wait_for_log("kind=replayed");
     assert!(
         line.contains("ticket already used") && line.contains("redis replay store"),
@@ -891,7 +919,7 @@ async fn single_use_tickets_shared_through_redis_by_two_instances() {
     // Redis down: single-use tickets fail closed, with a 503 and a reason in the log.
     redis.stop();
     let unused = ticket_for(echo.addr);
-    assert_eq!(refused(first.addr, &unused).await, 503);
+    assert_eq!(refused(first.addr, &unused).await, 4503);
     let line = first.wait_for_log("kind=replay_store_unavailable");
     assert!(
         line.contains("replay store unavailable, single-use ticket refused")
@@ -908,14 +936,14 @@ async fn single_use_tickets_shared_through_redis_by_two_instances() {
         match open_console(first.addr, &unused).await {
             Ok(()) => break,
             // Within the reconnect back-off the store still counts as down.
-            Err(e) if e.contains("503") && Instant::now() < deadline => {
+            Err(e) if e.contains("close 4503") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("{e}\n{}", first.logs()),
         }
     }
     first.wait_for_log("replay store reachable again");
-    assert_eq!(refused(second.addr, &unused).await, 403);
+    assert_eq!(refused(second.addr, &unused).await, 4403);
 
     for proxy in [&first, &second] {
         assert!(
@@ -926,8 +954,8 @@ async fn single_use_tickets_shared_through_redis_by_two_instances() {
     }
     let settings = first.wait_for_log("listening on");
     assert!(
-        settings.contains("replay_store=redis")
-            && settings.contains("redis_url=redis://:********@"),
+        settings.contains("REPLAY_STORE=redis")
+            && settings.contains("REDIS_URL=redis://:********@"),
         "{settings}"
     );
 }
@@ -962,5 +990,54 @@ async fn a_token_file_path_gets_the_token_fingerprint_not_the_path() {
     assert!(
         started.iter().all(|l| l.contains(&expected)),
         "{started:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The target policy holds for every mode
+
+#[tokio::test]
+async fn every_mode_is_held_to_the_target_policy() {
+    let echo = EchoServer::start().await;
+    // The echo server's port is ephemeral, outside the ports this policy allows.
+    let policy = "TARGET_ALLOW_PORTS=5900-5999";
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("vm-1: 127.0.0.1:{}\n", echo.addr.port())).unwrap();
+    let authority = Authority::start(echo.addr, None).await;
+    let proxies = [
+        ProxyProcess::start(&token_mode(
+            "token-file",
+            &format!("TOKEN_FILE={}\n{policy}", tokens.display()),
+        )),
+        ProxyProcess::start(&token_mode(
+            "token-authority",
+            &format!(
+                "TOKEN_AUTHORITY_URL=http://{}/check\n{policy}",
+                authority.addr
+            ),
+        )),
+        ProxyProcess::start(&format!("TICKET_SINGLE_USE=True\n{policy}")),
+    ];
+    let paths = [
+        "websockify?token=vm-1".to_owned(),
+        "websockify?token=good-1".to_owned(),
+        ticket_for(echo.addr),
+    ];
+    for (proxy, path) in proxies.iter().zip(&paths) {
+        let (code, reason) =
+            refusal(ws_connect(proxy.addr, false, path, Some("binary")).await).await;
+        assert_eq!(code, 4403, "{reason}");
+        let line = proxy.wait_for_log("refused: target policy");
+        assert!(
+            line.contains("TARGET_ALLOW_PORTS") && line.contains("kind="),
+            "{line}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        echo.connections(),
+        0,
+        "a target the policy refuses is never connected"
     );
 }

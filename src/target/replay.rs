@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -98,6 +98,16 @@ impl MemoryReplayStore {
             capacity,
             state: Mutex::new(MemoryState::default()),
         }
+    }
+
+    /// This process's record, holding [`MEMORY_CAPACITY`] tickets. It belongs to the process,
+    /// not to one configuration: a reload (SIGHUP) builds a new resolver around the same
+    /// record, so a ticket accepted before the reload is still a replay after it.
+    pub fn process_wide() -> Arc<MemoryReplayStore> {
+        static STORE: OnceLock<Arc<MemoryReplayStore>> = OnceLock::new();
+        STORE
+            .get_or_init(|| Arc::new(MemoryReplayStore::new(MEMORY_CAPACITY)))
+            .clone()
     }
 
     /// How many ids are held.
@@ -359,6 +369,14 @@ mod tests {
         // Once one expires there is room again.
         assert_eq!(store.record(&id(3), at(300), at(150)), Ok(true));
         assert_eq!(store.record(&id(2), at(200), at(150)), Ok(false));
+    }
+
+    #[test]
+    fn the_process_wide_store_is_one_record() {
+        let first = MemoryReplayStore::process_wide();
+        let again = MemoryReplayStore::process_wide();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.capacity, MEMORY_CAPACITY);
     }
 
     #[test]
