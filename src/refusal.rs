@@ -240,6 +240,14 @@ mod tests {
                 "{} for {refusal}",
                 refusal.public_reason()
             );
+            assert_eq!(refusal.close_code(), Some(4000 + status), "{refusal}");
+            let user = refusal.user_message();
+            let expected = match status {
+                503 => "console authorization is temporarily unavailable",
+                _ if public == "already used" => "console link already used",
+                _ => "console link is not valid",
+            };
+            assert!(user.starts_with(expected), "{user} for {refusal}");
         }
     }
 
@@ -250,7 +258,11 @@ mod tests {
             reason: "connection refused".into(),
         });
         assert!(refusal.to_string().contains("10.1.2.3"));
-        assert!(!refusal.public_reason().contains("10.1.2.3"));
-        assert!(!refusal.public_reason().contains("refused"));
+        for text in [refusal.public_reason(), refusal.user_message()] {
+            assert!(
+                !text.contains("10.1.2.3") && !text.contains("refused"),
+                "{text}"
+            );
+        }
     }
 }
