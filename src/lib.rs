@@ -3,8 +3,8 @@
 //!
 //! A request flows through the modules in this order: [`server`] accepts and speaks TLS and
 //! HTTP, [`target`] chooses the console (an oVirt ticket via [`ticket`], a token file, a token
-//! authority), [`connect`] opens the TCP connection, [`relay`] pumps bytes. [`config`] and [`tls`] turn files into settings;
-//! [`proxy`] assembles them; [`cli`] is the command line.
+//! authority), [`connect`] opens the TCP connection, [`relay`] pumps bytes. [`config`] and
+//! [`tls`] turn files into settings; [`proxy`] assembles them; [`cli`] is the command line.
 
 pub mod cli;
 pub mod config;
