@@ -12,10 +12,12 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::{self, ConfigError, RawConfig, Settings};
+use crate::health::Phase;
+use crate::notify::{self, Notifier};
 use crate::proxy::{Notice, Proxy, Shared};
 use crate::target::Target;
 use crate::ticket::{TicketSigner, TicketVerifier};
-use crate::{logging, server, shutdown};
+use crate::{admin, logging, server, shutdown};
 
 /// `println!` that ignores a closed or full standard output (`check-config | head`).
 macro_rules! say {
@@ -196,8 +198,18 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
         report_errors(&loaded.errors);
         return ExitCode::from(EXIT_CONFIG);
     };
-    logging::init(proxy.settings.log_level);
+    if let Err(e) = logging::init(&proxy.settings) {
+        say_err!("consolegate: cannot set up logging: {e}");
+        return ExitCode::from(EXIT_REFUSED);
+    }
     log_warnings(&loaded.warnings, &notices);
+    let notifier = match Notifier::from_env() {
+        Ok(notifier) => notifier,
+        Err(e) => {
+            warn!("systemd notifications are off: {e}");
+            Notifier::default()
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -225,6 +237,16 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
                 return ExitCode::from(EXIT_REFUSED);
             }
         };
+        let admin_listener = match proxy.settings.admin_listen {
+            None => None,
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    error!("cannot listen for ADMIN_LISTEN on {addr}: {e}");
+                    return ExitCode::from(EXIT_REFUSED);
+                }
+            },
+        };
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let mode = match (&proxy.tls, proxy.settings.ssl_only) {
             (None, _) => "ws:// only",
@@ -237,9 +259,49 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
             "listening on {address} ({mode})"
         );
         let shared = Shared::new(proxy);
-        let reloader = tokio::spawn(reload_on_hangup(paths.to_vec(), shared.clone(), hangups));
-        server::run(listener, shared, signals.recv()).await;
+        let admin = admin_listener.map(|admin_listener| {
+            let admin_address = admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            info!("admin endpoints on http://{admin_address} (/livez /readyz /metrics /sessions)");
+            tokio::spawn(admin::run(admin_listener, shared.clone()))
+        });
+        shared.lifecycle.set(Phase::Serving);
+        // Only now: the listeners are bound and the configuration is valid and in force.
+        if let Err(e) = notifier.ready(&format!("listening on {address}")) {
+            warn!("cannot notify systemd (READY=1): {e}");
+        }
+        let watchdog = notify::watchdog_interval().map(|every| {
+            let notifier = notifier.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    ticks.tick().await;
+                    let _ = notifier.watchdog();
+                }
+            })
+        });
+        let reloader = tokio::spawn(reload_on_hangup(
+            paths.to_vec(),
+            shared.clone(),
+            hangups,
+            notifier.clone(),
+        ));
+        let stop = {
+            let shared = shared.clone();
+            async move {
+                signals.recv().await;
+                // Readiness fails at once, so a load balancer stops sending new browsers here
+                // while open sessions finish.
+                shared.lifecycle.set(Phase::Draining);
+                if let Err(e) = notifier.stopping() {
+                    warn!("cannot notify systemd (STOPPING=1): {e}");
+                }
+            }
+        };
+        server::run(listener, shared, stop).await;
         reloader.abort();
+        for task in [admin, watchdog].into_iter().flatten() {
+            task.abort();
+        }
         ExitCode::SUCCESS
     })
 }
@@ -257,44 +319,84 @@ fn log_warnings(warnings: &[String], notices: &[Notice]) {
     }
 }
 
-/// SIGHUP re-reads every file (configuration, TLS certificate and key, engine certificates)
-/// and puts the result in force for new connections; open sessions are untouched. A
-/// configuration with any error is refused whole and the running one stays.
-async fn reload_on_hangup(paths: Vec<PathBuf>, shared: Arc<Shared>, mut hangups: Signal) {
+/// SIGHUP re-reads every file (configuration, TLS certificate and key, engine certificates,
+/// admin token file) and puts the result in force for new connections; open sessions are
+/// untouched. A configuration with any error is refused whole and the running one stays.
+/// systemd hears `RELOADING=1` before and `READY=1` after, whatever the outcome.
+async fn reload_on_hangup(
+    paths: Vec<PathBuf>,
+    shared: Arc<Shared>,
+    mut hangups: Signal,
+    notifier: Notifier,
+) {
     while hangups.recv().await.is_some() {
         info!("SIGHUP received: reloading the configuration");
-        let files = paths.clone();
-        let loaded = match tokio::task::spawn_blocking(move || load(&files)).await {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                error!("reload failed: {e}");
-                continue;
+        if let Err(e) = notifier.reloading() {
+            warn!("cannot notify systemd (RELOADING=1): {e}");
+        }
+        let status = reload(&paths, &shared).await;
+        shared.metrics.reloaded(status.is_ok());
+        let status = match status {
+            Ok(()) => "configuration reloaded".to_owned(),
+            Err(errors) => {
+                format!("reload refused ({errors} errors): the previous configuration stays")
             }
         };
-        let Some((proxy, notices)) = loaded.proxy else {
-            for error in &loaded.errors {
-                error!("reload refused: {error}");
-            }
-            warn!(
-                errors = loaded.errors.len(),
-                "reload refused: the configuration in force stays unchanged"
-            );
-            continue;
-        };
-        log_warnings(&loaded.warnings, &notices);
-        let current = shared.current();
-        let (old, new) = (&current.settings, &proxy.settings);
-        if (&old.proxy_host, old.proxy_port, old.source_is_ipv6)
-            != (&new.proxy_host, new.proxy_port, new.source_is_ipv6)
-        {
-            warn!("PROXY_HOST, PROXY_PORT and SOURCE_IS_IPV6 changes take effect only after a restart");
+        if let Err(e) = notifier.ready(&status) {
+            warn!("cannot notify systemd (READY=1): {e}");
         }
-        if old.log_level != new.log_level {
-            warn!("LOG_LEVEL changes take effect only after a restart");
-        }
-        shared.replace(proxy);
-        info!(settings = %loaded.raw.print_lines().join(" "), "configuration reloaded");
     }
+}
+
+/// One reload; `Err` holds how many errors refused it.
+async fn reload(paths: &[PathBuf], shared: &Shared) -> Result<(), usize> {
+    let files = paths.to_vec();
+    let loaded = match tokio::task::spawn_blocking(move || load(&files)).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!("reload failed: {e}");
+            return Err(1);
+        }
+    };
+    let Some((proxy, notices)) = loaded.proxy else {
+        for error in &loaded.errors {
+            error!("reload refused: {error}");
+        }
+        warn!(
+            errors = loaded.errors.len(),
+            "reload refused: the configuration in force stays unchanged"
+        );
+        return Err(loaded.errors.len());
+    };
+    log_warnings(&loaded.warnings, &notices);
+    let current = shared.current();
+    let (old, new) = (&current.settings, &proxy.settings);
+    if (&old.proxy_host, old.proxy_port, old.source_is_ipv6)
+        != (&new.proxy_host, new.proxy_port, new.source_is_ipv6)
+    {
+        warn!("PROXY_HOST, PROXY_PORT and SOURCE_IS_IPV6 changes take effect only after a restart");
+    }
+    if (
+        old.log_level,
+        old.log_format,
+        old.log_target,
+        &old.log_syslog_socket,
+        old.log_syslog_facility,
+    ) != (
+        new.log_level,
+        new.log_format,
+        new.log_target,
+        &new.log_syslog_socket,
+        new.log_syslog_facility,
+    ) {
+        warn!("LOG_LEVEL, LOG_FORMAT, LOG_TARGET and LOG_SYSLOG_* changes take effect only after a restart");
+    }
+    if old.admin_listen != new.admin_listen {
+        warn!("ADMIN_LISTEN changes take effect only after a restart");
+    }
+    shared.replace(proxy);
+    info!(settings = %loaded.raw.print_lines().join(" "), "configuration reloaded");
+    Ok(())
 }
 
 fn check_config(paths: &[PathBuf]) -> ExitCode {

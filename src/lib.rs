@@ -5,14 +5,21 @@
 //! HTTP, [`target`] chooses the console (an oVirt ticket via [`ticket`], a token file, a token
 //! authority), [`connect`] opens the TCP connection, [`relay`] pumps bytes. [`config`] and
 //! [`tls`] turn files into settings; [`proxy`] assembles them; [`cli`] is the command line.
+//! Operations: [`proxy_protocol`] reads the real client behind a load balancer, [`admin`]
+//! serves [`health`] and [`metrics`], [`notify`] speaks to systemd.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod health;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod refusal;
 pub mod registry;
 pub mod relay;

@@ -13,8 +13,11 @@ use tokio_rustls::TlsAcceptor;
 
 use url::Url;
 
+use crate::config::{check_admin_token, Secret};
 use crate::config::{keys, ConfigError, RawConfig, ReplayStoreKind, ResolverMode, Settings};
+use crate::health::Lifecycle;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::resume::Parking;
 use crate::target::authority::{AuthorityConfigError, AuthorityOptions};
@@ -30,6 +33,18 @@ pub struct Proxy {
     pub tls: Option<TlsAcceptor>,
     pub resolver: Arc<dyn TargetResolver>,
     pub ws_config: WebSocketConfig,
+    /// Every certificate loaded, for expiry metrics and readiness.
+    pub certificates: Vec<LoadedCertificate>,
+    /// The admin token, from `ADMIN_TOKEN` or read from `ADMIN_TOKEN_FILE`.
+    pub admin_token: Option<Secret>,
+}
+
+/// A certificate the proxy loaded and the key that named it.
+#[derive(Debug, Clone)]
+pub struct LoadedCertificate {
+    /// `SSL_CERTIFICATE` or `CERT_FOR_DATA_VERIFICATION`.
+    pub key: &'static str,
+    pub summary: CertSummary,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -51,6 +66,10 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// Resumable sessions waiting for their browser.
     pub parking: Arc<Parking>,
+    /// Counters and histograms the admin listener exposes; they outlive reloads.
+    pub metrics: Arc<Metrics>,
+    /// Starting, serving or draining: what readiness reports.
+    pub lifecycle: Lifecycle,
 }
 
 impl Shared {
@@ -64,6 +83,8 @@ impl Shared {
             limits,
             registry: Arc::default(),
             parking: Arc::default(),
+            metrics: Arc::default(),
+            lifecycle: Lifecycle::default(),
         })
     }
 
@@ -100,13 +121,14 @@ impl Proxy {
     ) -> Result<(Proxy, Vec<Notice>), Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut notices = Vec::new();
+        let mut certificates = Vec::new();
         let error = |key: &str, message: String| ConfigError {
             origin: raw.get(key).map(|entry| entry.origin.clone()),
             key: Some(key.to_owned()),
             message,
         };
 
-        let resolver = match build_resolver(&settings, &mut notices) {
+        let resolver = match build_resolver(&settings, &mut notices, &mut certificates) {
             Ok(resolver) => Some(resolver),
             Err((key, message)) => {
                 errors.push(error(key, message));
@@ -124,6 +146,10 @@ impl Proxy {
             ) {
                 Ok(loaded) => {
                     notices.extend(certificate_notices("SSL_CERTIFICATE", &loaded.certificate));
+                    certificates.push(LoadedCertificate {
+                        key: "SSL_CERTIFICATE",
+                        summary: loaded.certificate.clone(),
+                    });
                     notices.extend(loaded.warnings.into_iter().map(|message| Notice {
                         loud: false,
                         message,
@@ -147,6 +173,20 @@ impl Proxy {
             },
         };
 
+        let admin_token = match &settings.admin_token_file {
+            None => settings.admin_token.clone(),
+            Some(path) => match load_admin_token(path) {
+                Ok((token, notice)) => {
+                    notices.extend(notice);
+                    Some(token)
+                }
+                Err(message) => {
+                    errors.push(error("ADMIN_TOKEN_FILE", message));
+                    None
+                }
+            },
+        };
+
         match resolver {
             Some(resolver) if errors.is_empty() => {
                 let ws_config = WebSocketConfig::default()
@@ -158,6 +198,8 @@ impl Proxy {
                         tls,
                         resolver,
                         ws_config,
+                        certificates,
+                        admin_token,
                     },
                     notices,
                 ))
@@ -175,6 +217,7 @@ impl Proxy {
 fn build_resolver(
     settings: &Settings,
     notices: &mut Vec<Notice>,
+    certificates: &mut Vec<LoadedCertificate>,
 ) -> Result<Arc<dyn TargetResolver>, (&'static str, String)> {
     let resolver = &settings.resolver;
     let unset = |key: &'static str| (key, "is not set".to_owned());
@@ -186,8 +229,12 @@ fn build_resolver(
                 .ok_or_else(|| unset(keys::CERT_FOR_DATA_VERIFICATION))?;
             let (verifier, summaries) = load_verifier(settings, path)
                 .map_err(|message| (keys::CERT_FOR_DATA_VERIFICATION, message))?;
-            for summary in &summaries {
-                notices.extend(certificate_notices("CERT_FOR_DATA_VERIFICATION", summary));
+            for summary in summaries {
+                notices.extend(certificate_notices("CERT_FOR_DATA_VERIFICATION", &summary));
+                certificates.push(LoadedCertificate {
+                    key: "CERT_FOR_DATA_VERIFICATION",
+                    summary,
+                });
             }
             let tickets = SignedTickets::new(verifier);
             if !resolver.ticket_single_use {
@@ -268,6 +315,28 @@ fn load_verifier(
         .accept_legacy_sha1(settings.ticket_accept_legacy_sha1)
         .clock_skew(settings.ticket_clock_skew);
     Ok((verifier, tls::summarize_pem(&pem)))
+}
+
+/// Reads the admin token from the first line of `path`, with a notice when other users can
+/// read the file. Messages never quote the file's content.
+fn load_admin_token(path: &Path) -> Result<(Secret, Option<Notice>), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    check_admin_token(token)
+        .map_err(|problem| format!("the token in {} {problem}", path.display()))?;
+    let notice = std::fs::metadata(path)
+        .ok()
+        .filter(|meta| meta.permissions().mode() & 0o004 != 0)
+        .map(|_| Notice {
+            loud: false,
+            message: format!(
+                "ADMIN_TOKEN_FILE {} is readable by every user; chmod 0640 it",
+                path.display()
+            ),
+        });
+    Ok((Secret::new(token), notice))
 }
 
 fn certificate_notices(key: &str, cert: &CertSummary) -> Vec<Notice> {

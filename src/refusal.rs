@@ -31,6 +31,36 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every value [`Refusal::kind`] returns, so metrics can report each one from the start
+    /// (at zero). A new kind belongs here too; a unit test in `metrics` checks samples.
+    pub const KINDS: &'static [&'static str] = &[
+        "subprotocol",
+        "bad_handshake",
+        "origin_not_allowed",
+        "limit_sessions",
+        "limit_sessions_per_client",
+        "malformed",
+        "unsupported_signature",
+        "bad_signature",
+        "not_yet_valid",
+        "expired",
+        "bad_payload",
+        "no_token",
+        "malformed_token",
+        "unknown_token",
+        "authority_refused",
+        "authority_unreachable",
+        "authority_timeout",
+        "authority_bad_answer",
+        "replayed",
+        "replay_store_unavailable",
+        "target_port_not_allowed",
+        "target_host_not_allowed",
+        "target_unresolvable",
+        "target_unreachable",
+        "target_timeout",
+    ];
+
     /// A closed set of labels, for metrics and log filters.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -48,6 +48,9 @@ pub struct SessionInfo {
 pub struct Registry {
     sessions: Mutex<HashMap<u64, Arc<SessionInfo>>>,
     next_id: AtomicU64,
+    /// Bytes of the sessions that have ended, moved here under the sessions lock as each
+    /// one leaves, so live plus ended never counts a byte twice or misses one.
+    ended: Counters,
 }
 
 impl Registry {
@@ -85,6 +88,26 @@ impl Registry {
         self.lock().len()
     }
 
+    /// Sessions registered since the process started.
+    pub fn started_total(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Bytes relayed since the process started, `(to target, to client)`, open sessions
+    /// included: a counter that never goes back, for metrics.
+    pub fn bytes_totals(&self) -> (u64, u64) {
+        let sessions = self.lock();
+        sessions.values().fold(
+            (self.ended.to_target(), self.ended.to_client()),
+            |(to_target, to_client), s| {
+                (
+                    to_target + s.counters.to_target(),
+                    to_client + s.counters.to_client(),
+                )
+            },
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -114,7 +137,15 @@ pub struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.info.id);
+        let mut sessions = self.registry.lock();
+        sessions.remove(&self.info.id);
+        let (ended, counters) = (&self.registry.ended, &self.info.counters);
+        ended
+            .to_target
+            .fetch_add(counters.to_target(), Ordering::Relaxed);
+        ended
+            .to_client
+            .fetch_add(counters.to_client(), Ordering::Relaxed);
     }
 }
 
@@ -145,5 +176,39 @@ mod tests {
         assert_eq!(registry.len(), 1);
         drop(first);
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn byte_totals_keep_what_ended_sessions_moved() {
+        let registry = Arc::new(Registry::default());
+        let target = Target {
+            host: "10.0.0.5".into(),
+            port: 5900,
+            ssl_target: false,
+        };
+        let client: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let first = registry.register("aaaa0001", client, &target);
+        let second = registry.register("aaaa0002", client, &target);
+        first
+            .info
+            .counters
+            .to_target
+            .fetch_add(10, Ordering::Relaxed);
+        second
+            .info
+            .counters
+            .to_client
+            .fetch_add(7, Ordering::Relaxed);
+        assert_eq!(registry.bytes_totals(), (10, 7));
+        drop(first);
+        assert_eq!(registry.bytes_totals(), (10, 7));
+        second
+            .info
+            .counters
+            .to_client
+            .fetch_add(5, Ordering::Relaxed);
+        drop(second);
+        assert_eq!(registry.bytes_totals(), (10, 12));
+        assert_eq!(registry.started_total(), 2);
     }
 }

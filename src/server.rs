@@ -28,8 +28,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ListenHost, Settings};
 use crate::connect;
+use crate::metrics::Dropped;
 use crate::proxy::{Proxy, Shared};
-use crate::{resume, session};
+use crate::{proxy_protocol, resume, session};
 
 /// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -91,8 +92,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let span = tracing::info_span!("conn", client = %peer);
-                    tracker.spawn(handle_connection(stream, peer, context.clone()).instrument(span));
+                    tracker.spawn(handle_connection(stream, peer, context.clone()));
                 }
                 Err(e) => handle_accept_error(e).await,
             },
@@ -157,16 +157,18 @@ impl Drop for HandshakeSlot<'_> {
     }
 }
 
-async fn handle_connection(stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
+async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
     let proxy = context.shared.current();
     let settings = &proxy.settings;
+    let metrics = &context.shared.metrics;
     let _slot = HandshakeSlot(&context.handshakes);
     let in_handshake = context.handshakes.fetch_add(1, Ordering::Relaxed);
-    debug!(in_handshake, "connection accepted");
     if in_handshake >= settings.max_handshakes {
         // A flood of connections that never finish must not starve real browsers of
         // descriptors and memory: shed the excess at once.
+        metrics.dropped(Dropped::MaxHandshakes);
         return debug!(
+            %peer,
             max = settings.max_handshakes,
             "MAX_HANDSHAKES reached; connection closed"
         );
@@ -174,8 +176,52 @@ async fn handle_connection(stream: TcpStream, peer: SocketAddr, context: Arc<Con
     connect::tune(&stream);
     let deadline = Instant::now() + settings.handshake_timeout;
 
+    // Behind a trusted load balancer the client is whom its PROXY protocol header names:
+    // logs, limits and the registry all see that address.
+    let mut span = tracing::info_span!("conn", client = %peer);
+    let mut client = peer;
+    if settings.proxy_protocol_trusted.contains(peer.ip()) {
+        let header = proxy_protocol::read_header(&mut stream);
+        match tokio::time::timeout_at(deadline, header).await {
+            Ok(Ok(Some(source))) => {
+                client = source;
+                span = tracing::info_span!("conn", client = %client, via = %peer);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                metrics.dropped(Dropped::ProxyProtocol);
+                return warn!(load_balancer = %peer, "connection closed: {e}");
+            }
+            Err(_) => {
+                metrics.dropped(Dropped::ProxyProtocol);
+                return warn!(
+                    load_balancer = %peer,
+                    "connection closed: no PROXY protocol header within HANDSHAKE_TIMEOUT"
+                );
+            }
+        }
+    }
+    serve_connection(stream, client, deadline, &context, &proxy)
+        .instrument(span)
+        .await;
+}
+
+/// A connection from `client`, TLS or plain, until its one HTTP request is answered.
+async fn serve_connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    deadline: Instant,
+    context: &Arc<Context>,
+    proxy: &Arc<Proxy>,
+) {
+    let settings = &proxy.settings;
+    let metrics = &context.shared.metrics;
+    debug!("connection accepted");
     let first = match tokio::time::timeout_at(deadline, first_byte(&stream)).await {
-        Err(_) => return debug!("no request within HANDSHAKE_TIMEOUT; closed"),
+        Err(_) => {
+            metrics.dropped(Dropped::HandshakeTimeout);
+            return debug!("no request within HANDSHAKE_TIMEOUT; closed");
+        }
         Ok(Err(e)) => return debug!(error = %e, "connection failed before a request"),
         Ok(Ok(None)) => return debug!("connection closed before a request"),
         Ok(Ok(Some(byte))) => byte,
@@ -183,18 +229,30 @@ async fn handle_connection(stream: TcpStream, peer: SocketAddr, context: Arc<Con
 
     if first == TLS_HANDSHAKE_RECORD {
         let Some(acceptor) = &proxy.tls else {
+            metrics.dropped(Dropped::SchemeRefused);
             return warn!("TLS connection refused: no SSL_CERTIFICATE is configured");
         };
+        let started = Instant::now();
         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Err(_) => warn!("TLS handshake not done within HANDSHAKE_TIMEOUT; closed"),
-            Ok(Err(e)) => warn!(error = %e, "TLS handshake failed"),
-            Ok(Ok(tls)) => serve_http(tls, peer, true, deadline, &context, &proxy).await,
+            Err(_) => {
+                metrics.dropped(Dropped::HandshakeTimeout);
+                warn!("TLS handshake not done within HANDSHAKE_TIMEOUT; closed");
+            }
+            Ok(Err(e)) => {
+                metrics.dropped(Dropped::TlsFailed);
+                warn!(error = %e, "TLS handshake failed");
+            }
+            Ok(Ok(tls)) => {
+                metrics.tls_handshake_done(started.elapsed());
+                serve_http(tls, client, true, deadline, context, proxy).await;
+            }
         }
     } else if settings.ssl_only {
+        metrics.dropped(Dropped::SchemeRefused);
         warn!("plain connection refused: SSL_ONLY is set, use wss://");
         refuse_plain(stream).await;
     } else {
-        serve_http(stream, peer, false, deadline, &context, &proxy).await;
+        serve_http(stream, client, false, deadline, context, proxy).await;
     }
 }
 
@@ -299,6 +357,7 @@ async fn handle_request(
                 response
             }
             Err(refusal) => {
+                context.shared.metrics.refused(refusal.kind());
                 warn!(request_id = %request_id, reason = %refusal, kind = %refusal.kind(), "refused: resume");
                 plain(refusal.status(), refusal.public_reason(), &request_id)
             }
@@ -313,6 +372,7 @@ async fn handle_request(
             response
         }
         Err(refusal) => {
+            context.shared.metrics.refused(refusal.kind());
             warn!(
                 request_id = %request_id,
                 ticket = %proxy.resolver.fingerprint(

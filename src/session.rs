@@ -53,6 +53,8 @@ pub struct Session {
     options: relay::Options,
     /// Set when the browser speaks `consolegate.v1` and reconnects are enabled.
     resume: Option<ResumeOptions>,
+    /// How long resolving and connecting to the target took, for metrics.
+    connect_took: Duration,
     /// Holds the session's slot under `MAX_SESSIONS` until the session ends.
     _permit: SessionPermit,
 }
@@ -95,10 +97,12 @@ pub async fn prepare(
     let policy = &settings.target_policy;
     policy.check_before_resolution(&target)?;
     let timeout = settings.target_connect_timeout;
-    let deadline = Instant::now() + timeout;
+    let connecting = Instant::now();
+    let deadline = connecting + timeout;
     let resolved = connect::resolve(&target, deadline, timeout).await?;
     let allowed = policy.allowed_addresses(&target, &resolved)?;
     let target_stream = connect::connect_any(&target, &allowed, deadline, timeout).await?;
+    let connect_took = connecting.elapsed();
 
     let (response, websocket) = upgrade(request, protocol, proxy.ws_config)?;
     let options = relay::Options {
@@ -122,6 +126,7 @@ pub async fn prepare(
         websocket,
         options,
         resume,
+        connect_took,
         _permit: permit,
     };
     Ok((response, session))
@@ -277,8 +282,10 @@ impl Session {
             websocket,
             options,
             resume,
+            connect_took,
             _permit,
         } = self;
+        shared.metrics.target_connected(connect_took);
         let mut websocket = match websocket.await {
             Ok(websocket) => websocket,
             Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
@@ -368,6 +375,7 @@ impl Session {
             %closed_by,
             "session ended"
         );
+        shared.metrics.session_ended(started.elapsed());
     }
 }
 

@@ -93,6 +93,24 @@ pub const RECONNECT_GRACE_PERIOD: &str = "RECONNECT_GRACE_PERIOD";
 pub const RECONNECT_BUFFER_SIZE: &str = "RECONNECT_BUFFER_SIZE";
 /// Log verbosity.
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
+/// Log line format: human-readable text or JSON lines.
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// Where log lines go: standard error, syslog, or both.
+pub const LOG_TARGET: &str = "LOG_TARGET";
+/// The local syslog socket.
+pub const LOG_SYSLOG_SOCKET: &str = "LOG_SYSLOG_SOCKET";
+/// The syslog facility of our lines.
+pub const LOG_SYSLOG_FACILITY: &str = "LOG_SYSLOG_FACILITY";
+/// Load balancers whose PROXY protocol header names the real client.
+pub const PROXY_PROTOCOL_TRUSTED: &str = "PROXY_PROTOCOL_TRUSTED";
+/// Where the admin listener (health, metrics, sessions) listens; empty: off.
+pub const ADMIN_LISTEN: &str = "ADMIN_LISTEN";
+/// Bearer token for the admin session endpoints.
+pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
+/// A file holding the admin token.
+pub const ADMIN_TOKEN_FILE: &str = "ADMIN_TOKEN_FILE";
+/// Whether `/metrics` needs the admin token too.
+pub const ADMIN_METRICS_REQUIRE_TOKEN: &str = "ADMIN_METRICS_REQUIRE_TOKEN";
 
 /// One configuration key as the operator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,6 +396,60 @@ pub const KEYS: &[KeyDef] = &[
         doc: "error, warn, info, debug or trace",
         secret: false,
     },
+    KeyDef {
+        name: LOG_FORMAT,
+        default: "text",
+        doc: "text (human-readable lines) or json (one JSON object per line)",
+        secret: false,
+    },
+    KeyDef {
+        name: LOG_TARGET,
+        default: "stderr",
+        doc: "stderr (the journal under systemd), syslog, or both",
+        secret: false,
+    },
+    KeyDef {
+        name: LOG_SYSLOG_SOCKET,
+        default: "/dev/log",
+        doc: "the local syslog datagram socket, with LOG_TARGET=syslog or both",
+        secret: false,
+    },
+    KeyDef {
+        name: LOG_SYSLOG_FACILITY,
+        default: "daemon",
+        doc: "syslog facility: daemon, user, or local0 to local7",
+        secret: false,
+    },
+    KeyDef {
+        name: PROXY_PROTOCOL_TRUSTED,
+        default: "",
+        doc: "addresses and networks of load balancers that must send a PROXY protocol v1/v2 header naming the real client; empty = off",
+        secret: false,
+    },
+    KeyDef {
+        name: ADMIN_LISTEN,
+        default: "",
+        doc: "admin listener (/livez, /readyz, /metrics, /sessions): PORT (on 127.0.0.1) or ADDRESS:PORT; empty = off",
+        secret: false,
+    },
+    KeyDef {
+        name: ADMIN_TOKEN,
+        default: "",
+        doc: "bearer token (16 or more characters) the admin /sessions endpoints require; empty: they are disabled",
+        secret: true,
+    },
+    KeyDef {
+        name: ADMIN_TOKEN_FILE,
+        default: "",
+        doc: "file whose first line is the admin token, instead of ADMIN_TOKEN",
+        secret: false,
+    },
+    KeyDef {
+        name: ADMIN_METRICS_REQUIRE_TOKEN,
+        default: "False",
+        doc: "/metrics requires the admin token too",
+        secret: false,
+    },
 ];
 
 /// Other names for keys, as `(alias, key)`: an assignment to the alias sets the key.
@@ -467,6 +539,8 @@ mod tests {
         }
         assert!(!is_secret(TOKEN_FILE));
         assert!(!is_secret(TOKEN_AUTHORITY_URL));
+        assert!(is_secret(ADMIN_TOKEN));
+        assert!(!is_secret(ADMIN_TOKEN_FILE));
         assert!(!is_secret("PKI_DIR"));
     }
 }

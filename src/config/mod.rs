@@ -23,8 +23,9 @@ pub use files::{load, load_all};
 pub use keys::{is_secret, KeyDef, KEYS};
 pub use resolvers::{ReplayStoreKind, ResolverMode, ResolverSettings, SecretUrl};
 pub use settings::{
-    parse_bool, parse_duration, parse_listen_host, parse_log_level, parse_message_size, parse_path,
-    parse_port, parse_tls_version, InvalidValue, ListenHost, Settings, TlsVersion,
+    check_admin_token, parse_bool, parse_duration, parse_listen_host, parse_log_level,
+    parse_message_size, parse_path, parse_port, parse_tls_version, InvalidValue, ListenHost,
+    Secret, Settings, TlsVersion,
 };
 
 /// What `check-config` prints instead of a secret value.

@@ -3,7 +3,7 @@
 //! and key, `ticket` the engine certificate.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +13,12 @@ use tracing::Level;
 use super::keys::*;
 use super::resolvers::ResolverSettings;
 use super::{ConfigError, ConfigWarning, Entry, RawConfig};
+use crate::admin::parse_admin_listen;
+use crate::logging::{
+    parse_log_facility, parse_log_format, parse_log_target, LogFacility, LogFormat, LogTarget,
+};
 use crate::policy::{parse_host_rules, parse_port_ranges, TargetPolicy};
+use crate::proxy_protocol::{parse_trusted, Trusted};
 
 /// Smallest `WS_MAX_MESSAGE_SIZE`: below it even a console's first frames may not fit.
 const MIN_MESSAGE_SIZE: usize = 1024;
@@ -239,8 +244,45 @@ pub fn parse_path(value: &str) -> Option<PathBuf> {
     (!value.is_empty()).then(|| PathBuf::from(value))
 }
 
+/// Smallest admin token: shorter ones can be guessed by anyone who can reach the listener.
+const MIN_TOKEN_LENGTH: usize = 16;
+
+/// A value that must never be printed: `Debug` shows a mask, and only [`Secret::expose`]
+/// gives the text, at the one place that compares it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(super::MASK)
+    }
+}
+
+/// Checks an admin token without quoting it: at least 16 printable, non-blank ASCII
+/// characters (it travels in an HTTP header). The error says what is wrong, never the value.
+pub fn check_admin_token(token: &str) -> Result<(), &'static str> {
+    if token.len() < MIN_TOKEN_LENGTH {
+        Err("is shorter than 16 characters: use a long random value, e.g. `openssl rand -hex 32`")
+    } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        Err("must be printable ASCII without blanks (it is sent in an HTTP header)")
+    } else {
+        Ok(())
+    }
+}
+
 /// Everything the proxy needs from its configuration, parsed and checked; shared by
-/// connections as `Arc<Settings>`. Holds no secret, so it may be logged.
+/// connections as `Arc<Settings>`. Its one secret, the admin token, is a [`Secret`], so
+/// the settings may be logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub proxy_host: ListenHost,
@@ -287,6 +329,18 @@ pub struct Settings {
     pub log_level: Level,
     /// How a request names its console, and what that needs.
     pub resolver: ResolverSettings,
+    pub log_format: LogFormat,
+    pub log_target: LogTarget,
+    pub log_syslog_socket: PathBuf,
+    pub log_syslog_facility: LogFacility,
+    /// Peers whose connections start with a PROXY protocol header; empty: off.
+    pub proxy_protocol_trusted: Trusted,
+    /// `None`: no admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// From `ADMIN_TOKEN`; `ADMIN_TOKEN_FILE` is read when the proxy is built.
+    pub admin_token: Option<Secret>,
+    pub admin_token_file: Option<PathBuf>,
+    pub admin_metrics_require_token: bool,
 }
 
 impl Settings {
@@ -346,6 +400,15 @@ impl Settings {
             reconnect_buffer_size: keys.parse(RECONNECT_BUFFER_SIZE, parse_message_size),
             log_level: keys.parse(LOG_LEVEL, parse_log_level),
             resolver,
+            log_format: keys.parse(LOG_FORMAT, parse_log_format),
+            log_target: keys.parse(LOG_TARGET, parse_log_target),
+            log_syslog_socket: PathBuf::from(keys.text(LOG_SYSLOG_SOCKET)),
+            log_syslog_facility: keys.parse(LOG_SYSLOG_FACILITY, parse_log_facility),
+            proxy_protocol_trusted: keys.parse(PROXY_PROTOCOL_TRUSTED, parse_trusted),
+            admin_listen: keys.parse(ADMIN_LISTEN, parse_admin_listen),
+            admin_token: keys.secret(ADMIN_TOKEN),
+            admin_token_file: parse_path(keys.text(ADMIN_TOKEN_FILE)),
+            admin_metrics_require_token: keys.flag(ADMIN_METRICS_REQUIRE_TOKEN),
         };
         check_cross_fields(&settings, &mut keys);
         if keys.errors.is_empty() {
@@ -381,6 +444,45 @@ fn check_cross_fields(settings: &Settings, keys: &mut KeyReader<'_>) {
     }
     if settings.trace_enable {
         keys.warn(TRACE_ENABLE, "traffic tracing is not supported; ignored");
+    }
+    check_admin(settings, keys);
+    if settings.log_target.to_syslog() && settings.log_syslog_socket.as_os_str().is_empty() {
+        keys.error(
+            LOG_SYSLOG_SOCKET,
+            "is empty but LOG_TARGET sends lines to syslog",
+        );
+    }
+}
+
+/// The admin keys together: one token source, and a word when a setting has no effect or
+/// exposes more than the operator may think.
+fn check_admin(settings: &Settings, keys: &mut KeyReader<'_>) {
+    if settings.admin_token.is_some() && settings.admin_token_file.is_some() {
+        keys.error(
+            ADMIN_TOKEN_FILE,
+            "is set and so is ADMIN_TOKEN: set only one of them",
+        );
+    }
+    let has_token = settings.admin_token.is_some() || settings.admin_token_file.is_some();
+    match settings.admin_listen {
+        None if has_token || settings.admin_metrics_require_token => keys.warn(
+            ADMIN_LISTEN,
+            "is empty, so the admin token settings have no effect",
+        ),
+        None => {}
+        Some(addr) if !addr.ip().is_loopback() && !has_token => keys.warn(
+            ADMIN_LISTEN,
+            format!(
+                "{addr} is reachable from the network: /livez, /readyz and /metrics answer anyone who can reach it (the session endpoints stay disabled without a token)"
+            ),
+        ),
+        Some(_) => {}
+    }
+    if settings.admin_metrics_require_token && !has_token {
+        keys.error(
+            ADMIN_METRICS_REQUIRE_TOKEN,
+            "is true but no ADMIN_TOKEN or ADMIN_TOKEN_FILE is set",
+        );
     }
 }
 
@@ -449,6 +551,21 @@ impl<'a> KeyReader<'a> {
             );
             TlsVersion::Tls12
         })
+    }
+
+    /// Reads a secret key: empty is unset; a bad value is reported without quoting it.
+    fn secret(&mut self, key: &str) -> Option<Secret> {
+        let value = self.text(key);
+        if value.is_empty() {
+            return None;
+        }
+        match check_admin_token(value) {
+            Ok(()) => Some(Secret::new(value)),
+            Err(problem) => {
+                self.error(key, problem);
+                None
+            }
+        }
     }
 
     /// Reads the engine certificate path, which tickets cannot be verified without:
@@ -566,6 +683,15 @@ mod tests {
                     token_authority_cache_ttl: Duration::from_secs(30),
                     token_authority_cache_size: 1000,
                 },
+                log_format: LogFormat::Text,
+                log_target: LogTarget::Stderr,
+                log_syslog_socket: PathBuf::from("/dev/log"),
+                log_syslog_facility: LogFacility::DAEMON,
+                proxy_protocol_trusted: Trusted::default(),
+                admin_listen: None,
+                admin_token: None,
+                admin_token_file: None,
+                admin_metrics_require_token: false,
             }
         );
     }
@@ -813,6 +939,74 @@ mod tests {
             messages(&errors),
             ["test: SSL_KEY: is set but SSL_CERTIFICATE is empty: a key needs its certificate"]
         );
+    }
+
+    #[test]
+    fn admin_settings_and_their_checks() {
+        let token = "0123456789abcdef0123";
+        let (admin, warnings) = settings(&[(ADMIN_LISTEN, "6101"), (ADMIN_TOKEN, token)]).unwrap();
+        assert_eq!(admin.admin_listen, Some("127.0.0.1:6101".parse().unwrap()));
+        assert_eq!(admin.admin_token, Some(Secret::new(token)));
+        assert_eq!(warnings, []);
+        assert_eq!(format!("{:?}", admin.admin_token), "Some(********)");
+        assert!(!format!("{admin:?}").contains(token));
+
+        let errors = settings_errors(&[(ADMIN_TOKEN, "short-secret")]);
+        assert_eq!(
+            errors,
+            ["test: ADMIN_TOKEN: is shorter than 16 characters: use a long random value, e.g. `openssl rand -hex 32`"]
+        );
+        let errors = settings_errors(&[
+            (ADMIN_LISTEN, "6101"),
+            (ADMIN_TOKEN, token),
+            (ADMIN_TOKEN_FILE, "/etc/consolegate/admin.token"),
+        ]);
+        assert_eq!(
+            errors,
+            ["test: ADMIN_TOKEN_FILE: is set and so is ADMIN_TOKEN: set only one of them"]
+        );
+        let errors =
+            settings_errors(&[(ADMIN_LISTEN, "6101"), (ADMIN_METRICS_REQUIRE_TOKEN, "yes")]);
+        assert_eq!(
+            errors,
+            ["test: ADMIN_METRICS_REQUIRE_TOKEN: is true but no ADMIN_TOKEN or ADMIN_TOKEN_FILE is set"]
+        );
+        let (_, warnings) = settings(&[(ADMIN_LISTEN, "0.0.0.0:6101")]).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].message.contains("reachable from the network"));
+        let (_, warnings) = settings(&[(ADMIN_TOKEN, token)]).unwrap();
+        assert!(messages(&warnings)[0].contains("ADMIN_LISTEN: is empty"));
+    }
+
+    #[test]
+    fn log_and_proxy_protocol_settings() {
+        let (settings, _) = settings(&[
+            (LOG_FORMAT, "JSON"),
+            (LOG_TARGET, "both"),
+            (LOG_SYSLOG_FACILITY, "local3"),
+            (PROXY_PROTOCOL_TRUSTED, "10.0.0.0/24, 192.0.2.7"),
+        ])
+        .unwrap();
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.log_target, LogTarget::Both);
+        assert_eq!(settings.log_syslog_facility, LogFacility(19));
+        assert!(settings
+            .proxy_protocol_trusted
+            .contains("10.0.0.9".parse().unwrap()));
+        assert!(settings
+            .proxy_protocol_trusted
+            .contains("192.0.2.7".parse().unwrap()));
+        assert!(!settings
+            .proxy_protocol_trusted
+            .contains("192.0.2.8".parse().unwrap()));
+        let errors = settings_errors(&[
+            (LOG_FORMAT, "xml"),
+            (LOG_TARGET, "file"),
+            (LOG_SYSLOG_FACILITY, "local9"),
+            (PROXY_PROTOCOL_TRUSTED, "10.0.0.0/33"),
+            (ADMIN_LISTEN, "localhost:6101"),
+        ]);
+        assert_eq!(errors.len(), 5, "{errors:?}");
     }
 
     #[test]
