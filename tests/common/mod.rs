@@ -129,6 +129,15 @@ impl ProxyProcess {
 
     /// Like [`ProxyProcess::start`], with the open-file limit lowered to `max_fds`.
     pub fn start_with(extra: &str, max_fds: Option<u32>) -> ProxyProcess {
+        Self::start_full(extra, max_fds, &[])
+    }
+
+    /// Like [`ProxyProcess::start`], with extra environment variables.
+    pub fn start_env(extra: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        Self::start_full(extra, None, env)
+    }
+
+    fn start_full(extra: &str, max_fds: Option<u32>, env: &[(&str, &str)]) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("consolegate.conf"), Self::config(extra)).unwrap();
         let mut command = match max_fds {
@@ -150,6 +159,7 @@ impl ProxyProcess {
                 std::env::var("TEST_PROXY_LOG").unwrap_or("consolegate=debug".into()),
             )
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -228,6 +238,21 @@ impl ProxyProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("no log line with {needle:?}; logs:\n{}", self.logs());
+    }
+
+    /// The admin listener's address, from its start-up line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("admin endpoints on http://");
+        line.split("admin endpoints on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {line}"))
+    }
+
+    /// The path of the configuration file, for tests that edit it.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("consolegate.conf")
     }
 
     pub fn pid(&self) -> u32 {
@@ -424,4 +449,141 @@ pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// One HTTP/1.1 request to the admin listener, with a bearer token if given: status and body.
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let response = raw_http(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"),
+    )
+    .await;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (127.0.0.2, ...), so a
+/// test can play several browsers.
+pub async fn tcp_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// TLS (trusting the test CA) over an open stream.
+pub async fn tls_over(stream: TcpStream) -> Box<dyn Io> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    Box::new(tls_connector().connect(name, stream).await.unwrap())
+}
+
+/// The WebSocket handshake for `/path` over an open stream, offering `binary`.
+pub async fn ws_over(
+    stream: Box<dyn Io>,
+    tls: bool,
+    port: u16,
+    path: &str,
+) -> Result<
+    (
+        Client,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let scheme = if tls { "wss" } else { "ws" };
+    let mut request = format!("{scheme}://localhost:{port}/{path}")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .expect("websocket handshake timed out")
+}
+
+/// Sends `payload` as binary messages of at most 64 KiB and reads it back from an echo
+/// target, asserting it arrives byte for byte.
+pub async fn echo_exact(client: &mut Client, payload: &[u8]) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    for chunk in payload.chunks(64 * 1024) {
+        client
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::with_capacity(payload.len());
+    while received.len() < payload.len() {
+        match tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("echo stalled")
+        {
+            Some(Ok(Message::Binary(data))) => received.extend_from_slice(&data),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(received == payload, "echoed bytes differ");
+}
+
+/// Reproducible bytes that are not all alike (xorshift), for byte-exact transfer checks.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Waits (bounded) for the next close frame, skipping other messages.
+pub async fn next_close(client: &mut Client) -> (u16, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), client.next())
+            .await
+            .expect("no close frame")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// The value of an unlabelled metric, or of one with exactly these labels (`a="b",c="d"`).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
