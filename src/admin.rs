@@ -105,8 +105,8 @@ fn handle<B>(request: Request<B>, peer: SocketAddr, shared: &Shared) -> Response
         (&Method::GET, ["metrics"]) => {
             let proxy = shared.current();
             if proxy.settings.admin_metrics_require_token {
-                if let Err(refused) = authorize(&request, proxy.admin_token.as_ref(), peer) {
-                    return refused;
+                if let Err(why) = authorize(&request, proxy.admin_token.as_ref(), peer) {
+                    return why.response();
                 }
             }
             match metrics::render(shared) {
@@ -119,8 +119,8 @@ fn handle<B>(request: Request<B>, peer: SocketAddr, shared: &Shared) -> Response
         }
         (_, ["sessions", ..]) => {
             let proxy = shared.current();
-            if let Err(refused) = authorize(&request, proxy.admin_token.as_ref(), peer) {
-                return refused;
+            if let Err(why) = authorize(&request, proxy.admin_token.as_ref(), peer) {
+                return why.response();
             }
             match (&method, &segments[1..]) {
                 (&Method::GET, []) => list_sessions(shared),
@@ -152,50 +152,69 @@ fn readyz(shared: &Shared) -> Response<Full<Bytes>> {
     }
 }
 
-/// Checks the bearer token; `Err` is the response to send instead. Both sides are hashed
-/// before a constant-time comparison, so neither the content nor the length leaks by timing.
+/// Why an admin request was not authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Unauthorized {
+    #[error("no ADMIN_TOKEN is configured, so the session endpoints are disabled")]
+    Disabled,
+    #[error("no bearer token")]
+    Missing,
+    #[error("wrong bearer token")]
+    Wrong,
+}
+
+impl Unauthorized {
+    fn response(self) -> Response<Full<Bytes>> {
+        if self == Unauthorized::Disabled {
+            return text(
+                StatusCode::FORBIDDEN,
+                "disabled: set ADMIN_TOKEN or ADMIN_TOKEN_FILE to use this endpoint\n",
+            );
+        }
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required\n",
+        );
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"consolegate admin\""),
+        );
+        response
+    }
+}
+
+/// Checks the bearer token, logging a refusal with the caller's address (never a token).
+/// Both sides are hashed before a constant-time comparison, so neither the content nor the
+/// length leaks by timing.
 fn authorize<B>(
     request: &Request<B>,
     token: Option<&Secret>,
     peer: SocketAddr,
-) -> Result<(), Response<Full<Bytes>>> {
-    let Some(token) = token else {
-        warn!(%peer, path = request.uri().path(), "admin request refused: no ADMIN_TOKEN is configured, so the session endpoints are disabled");
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "disabled: set ADMIN_TOKEN or ADMIN_TOKEN_FILE to use this endpoint\n",
-        ));
-    };
+) -> Result<(), Unauthorized> {
     let given = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let matches = given.is_some_and(|given| {
-        openssl::memcmp::eq(
-            &openssl::sha::sha256(given.as_bytes()),
-            &openssl::sha::sha256(token.expose().as_bytes()),
-        )
-    });
-    if matches {
-        return Ok(());
-    }
-    let problem = if given.is_some() {
-        "wrong bearer token"
-    } else {
-        "no bearer token"
+    let verdict = match (token, given) {
+        (None, _) => Err(Unauthorized::Disabled),
+        (Some(_), None) => Err(Unauthorized::Missing),
+        (Some(token), Some(given)) => {
+            if openssl::memcmp::eq(
+                &openssl::sha::sha256(given.as_bytes()),
+                &openssl::sha::sha256(token.expose().as_bytes()),
+            ) {
+                Ok(())
+            } else {
+                Err(Unauthorized::Wrong)
+            }
+        }
     };
-    warn!(%peer, path = request.uri().path(), "admin request refused: {problem}");
-    let mut response = text(
-        StatusCode::UNAUTHORIZED,
-        "a valid bearer token is required\n",
-    );
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"consolegate admin\""),
-    );
-    Err(response)
+    if let Err(why) = verdict {
+        warn!(%peer, path = request.uri().path(), "admin request refused: {why}");
+    }
+    verdict
 }
 
 fn list_sessions(shared: &Shared) -> Response<Full<Bytes>> {
@@ -315,34 +334,33 @@ mod tests {
             }
             builder.body(()).unwrap()
         };
-        assert!(authorize(
-            &request(Some("Bearer 0123456789abcdef0123")),
-            Some(&token),
-            peer
-        )
-        .is_ok());
-        let wrong = authorize(
-            &request(Some("Bearer 0123456789abcdef0124")),
-            Some(&token),
-            peer,
-        );
-        assert_eq!(wrong.unwrap_err().status(), StatusCode::UNAUTHORIZED);
-        let basic = authorize(
-            &request(Some("Basic 0123456789abcdef0123")),
-            Some(&token),
-            peer,
-        );
-        assert_eq!(basic.unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        let good = request(Some("Bearer 0123456789abcdef0123"));
+        assert_eq!(authorize(&good, Some(&token), peer), Ok(()));
+        let wrong = request(Some("Bearer 0123456789abcdef0124"));
         assert_eq!(
-            authorize(&request(None), Some(&token), peer)
-                .unwrap_err()
-                .status(),
+            authorize(&wrong, Some(&token), peer),
+            Err(Unauthorized::Wrong)
+        );
+        let basic = request(Some("Basic 0123456789abcdef0123"));
+        assert_eq!(
+            authorize(&basic, Some(&token), peer),
+            Err(Unauthorized::Missing)
+        );
+        assert_eq!(
+            authorize(&request(None), Some(&token), peer),
+            Err(Unauthorized::Missing)
+        );
+        assert_eq!(authorize(&good, None, peer), Err(Unauthorized::Disabled));
+        assert_eq!(
+            Unauthorized::Wrong.response().status(),
             StatusCode::UNAUTHORIZED
         );
+        assert!(Unauthorized::Missing
+            .response()
+            .headers()
+            .contains_key(WWW_AUTHENTICATE));
         assert_eq!(
-            authorize(&request(Some("Bearer 0123456789abcdef0123")), None, peer)
-                .unwrap_err()
-                .status(),
+            Unauthorized::Disabled.response().status(),
             StatusCode::FORBIDDEN
         );
     }

@@ -230,7 +230,7 @@ fn syslog_only_leaves_standard_error_empty() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_consolegate"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_consolegate"))
         .args(["serve", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::piped())
