@@ -163,22 +163,24 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: Arc
     let metrics = &context.shared.metrics;
     let _slot = HandshakeSlot(&context.handshakes);
     let in_handshake = context.handshakes.fetch_add(1, Ordering::Relaxed);
+    let mut span = tracing::info_span!("conn", client = %peer);
+    span.in_scope(|| debug!(in_handshake, "connection accepted"));
     if in_handshake >= settings.max_handshakes {
         // A flood of connections that never finish must not starve real browsers of
         // descriptors and memory: shed the excess at once.
         metrics.dropped(Dropped::MaxHandshakes);
-        return debug!(
-            %peer,
-            max = settings.max_handshakes,
-            "MAX_HANDSHAKES reached; connection closed"
-        );
+        return span.in_scope(|| {
+            debug!(
+                max = settings.max_handshakes,
+                "MAX_HANDSHAKES reached; connection closed"
+            )
+        });
     }
     connect::tune(&stream);
     let deadline = Instant::now() + settings.handshake_timeout;
 
     // Behind a trusted load balancer the client is whom its PROXY protocol header names:
     // logs, limits and the registry all see that address.
-    let mut span = tracing::info_span!("conn", client = %peer);
     let mut client = peer;
     if settings.proxy_protocol_trusted.contains(peer.ip()) {
         let header = proxy_protocol::read_header(&mut stream);
@@ -186,6 +188,7 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: Arc
             Ok(Ok(Some(source))) => {
                 client = source;
                 span = tracing::info_span!("conn", client = %client, via = %peer);
+                span.in_scope(|| debug!("client named by the PROXY protocol header"));
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
@@ -216,7 +219,6 @@ async fn serve_connection(
 ) {
     let settings = &proxy.settings;
     let metrics = &context.shared.metrics;
-    debug!("connection accepted");
     let first = match tokio::time::timeout_at(deadline, first_byte(&stream)).await {
         Err(_) => {
             metrics.dropped(Dropped::HandshakeTimeout);

@@ -65,7 +65,7 @@ async fn the_header_names_the_client_in_logs_limits_and_the_registry() {
     echo_exact(&mut first, &pattern(50_000, 1)).await;
     let started = proxy.wait_for_log("session started");
     assert!(started.contains("client=203.0.113.7:51234"), "{started}");
-    let accepted = proxy.wait_for_log("connection accepted");
+    let accepted = proxy.wait_for_log("client named by the PROXY protocol header");
     assert!(
         accepted.contains("conn{client=203.0.113.7:51234 via=127.0.0.1:"),
         "{accepted}"
