@@ -102,7 +102,28 @@ enum TicketCommand {
         /// Start of validity instead of now.
         #[arg(long, value_name = "RFC3339")]
         now: Option<DateTime<Utc>>,
+        /// Print a console URL instead of the bare ticket: this page address (e.g.
+        /// https://proxy:6100/console.html) with the ticket as its #fragment, which browsers
+        /// never send to a server.
+        #[arg(long, value_name = "URL", value_parser = parse_console_page)]
+        url: Option<String>,
     },
+}
+
+/// Checks a `--url` page address: http(s), and no fragment of its own.
+fn parse_console_page(url: &str) -> Result<String, String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err("the console page address must start with https:// (or http://)".into());
+    }
+    if url.contains('#') {
+        return Err(
+            "the console page address must not have a #fragment: the ticket goes there".into(),
+        );
+    }
+    if url.contains(char::is_whitespace) {
+        return Err("the console page address must not contain blanks".into());
+    }
+    Ok(url.to_owned())
 }
 
 impl Cli {
@@ -124,6 +145,7 @@ impl Cli {
                 ssl_target,
                 lifetime,
                 now,
+                url,
             }) => sign(
                 &key,
                 &cert,
@@ -134,6 +156,7 @@ impl Cli {
                 },
                 lifetime,
                 now,
+                url.as_deref(),
             ),
         }
     }
@@ -483,6 +506,7 @@ fn sign(
     target: Target,
     lifetime: u32,
     now: Option<DateTime<Utc>>,
+    page: Option<&str>,
 ) -> ExitCode {
     let signer = std::fs::read(key)
         .and_then(|key_pem| std::fs::read(cert).map(|cert_pem| (key_pem, cert_pem)))
@@ -492,14 +516,15 @@ fn sign(
         });
     match signer {
         Ok(signer) => {
-            say!(
-                "{}",
-                signer.sign(
-                    &target,
-                    now.unwrap_or_else(Utc::now),
-                    TimeDelta::seconds(lifetime.into())
-                )
+            let ticket = signer.sign(
+                &target,
+                now.unwrap_or_else(Utc::now),
+                TimeDelta::seconds(lifetime.into()),
             );
+            match page {
+                Some(page) => say!("{page}#{ticket}"),
+                None => say!("{ticket}"),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

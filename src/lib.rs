@@ -3,10 +3,11 @@
 //!
 //! A request flows through the modules in this order: [`server`] accepts and speaks TLS and
 //! HTTP, [`target`] chooses the console (an oVirt ticket via [`ticket`], a token file, a token
-//! authority), [`connect`] opens the TCP connection, [`relay`] pumps bytes. [`config`] and
-//! [`tls`] turn files into settings; [`proxy`] assembles them; [`cli`] is the command line.
-//! Operations: [`proxy_protocol`] reads the real client behind a load balancer, [`admin`]
-//! serves [`health`] and [`metrics`], [`notify`] speaks to systemd.
+//! authority), [`connect`] opens the TCP connection, [`vencrypt`] negotiates TLS with VNC
+//! servers that want it ([`target_tls`]), [`relay`] pumps bytes. [`web`] serves the console
+//! page. [`config`] and [`tls`] turn files into settings; [`proxy`] assembles them; [`cli`] is
+//! the command line. Operations: [`proxy_protocol`] reads the real client behind a load
+//! balancer, [`admin`] serves [`health`] and [`metrics`], [`notify`] speaks to systemd.
 
 pub mod admin;
 pub mod cli;
@@ -28,5 +29,8 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod target;
+pub mod target_tls;
 pub mod ticket;
 pub mod tls;
+pub mod vencrypt;
+pub mod web;

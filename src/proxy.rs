@@ -23,8 +23,10 @@ use crate::resume::Parking;
 use crate::target::authority::{AuthorityConfigError, AuthorityOptions};
 use crate::target::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore};
 use crate::target::{SignedTickets, SingleUseTickets, TargetResolver, TokenAuthority, TokenFile};
+use crate::target_tls::TargetTls;
 use crate::ticket::TicketVerifier;
 use crate::tls::{self, CertSummary};
+use crate::web::WebRoot;
 
 /// Everything a connection needs, built once and shared behind an `Arc`.
 pub struct Proxy {
@@ -37,12 +39,16 @@ pub struct Proxy {
     pub certificates: Vec<LoadedCertificate>,
     /// The admin token, from `ADMIN_TOKEN` or read from `ADMIN_TOKEN_FILE`.
     pub admin_token: Option<Secret>,
+    /// TLS towards VNC servers that want VeNCrypt (`ssl_target` tickets).
+    pub target_tls: TargetTls,
+    /// `None` without `WEB_ROOT`: non-upgrade requests get 405.
+    pub web: Option<WebRoot>,
 }
 
 /// A certificate the proxy loaded and the key that named it.
 #[derive(Debug, Clone)]
 pub struct LoadedCertificate {
-    /// `SSL_CERTIFICATE` or `CERT_FOR_DATA_VERIFICATION`.
+    /// `SSL_CERTIFICATE`, `CERT_FOR_DATA_VERIFICATION` or `SSL_TARGET_CA`.
     pub key: &'static str,
     pub summary: CertSummary,
 }
@@ -53,6 +59,8 @@ impl std::fmt::Debug for Proxy {
             .field("settings", &self.settings)
             .field("tls", &self.tls.is_some())
             .field("resolver", &self.resolver)
+            .field("target_tls", self.target_tls.verification())
+            .field("web", &self.web)
             .finish_non_exhaustive()
     }
 }
@@ -187,8 +195,41 @@ impl Proxy {
             },
         };
 
-        match resolver {
-            Some(resolver) if errors.is_empty() => {
+        let target_tls = match TargetTls::load(
+            settings.ssl_target_ca.as_deref(),
+            settings.ssl_target_verify_name,
+        ) {
+            Ok(target_tls) => {
+                if let Some(ca) = &settings.ssl_target_ca {
+                    if let Ok(pem) = std::fs::read(ca) {
+                        for summary in tls::summarize_pem(&pem) {
+                            notices.extend(certificate_notices("SSL_TARGET_CA", &summary));
+                            certificates.push(LoadedCertificate {
+                                key: "SSL_TARGET_CA",
+                                summary,
+                            });
+                        }
+                    }
+                }
+                Some(target_tls)
+            }
+            Err(e) => {
+                errors.push(error("SSL_TARGET_CA", e.to_string()));
+                None
+            }
+        };
+
+        let web = match settings.web_root.as_deref().map(WebRoot::open) {
+            None => None,
+            Some(Ok(web)) => Some(web),
+            Some(Err(e)) => {
+                errors.push(error("WEB_ROOT", e.to_string()));
+                None
+            }
+        };
+
+        match (resolver, target_tls) {
+            (Some(resolver), Some(target_tls)) if errors.is_empty() => {
                 let ws_config = WebSocketConfig::default()
                     .max_message_size(Some(settings.ws_max_message_size))
                     .max_frame_size(Some(settings.ws_max_frame_size));
@@ -200,6 +241,8 @@ impl Proxy {
                         ws_config,
                         certificates,
                         admin_token,
+                        target_tls,
+                        web,
                     },
                     notices,
                 ))
@@ -348,10 +391,10 @@ fn certificate_notices(key: &str, cert: &CertSummary) -> Vec<Notice> {
                 "{key} is a DEMO certificate ({}): its private key is public in the consolegate \
                  repository, so anyone can {}. Never use it outside a test machine.",
                 cert.subject,
-                if key == "SSL_CERTIFICATE" {
-                    "impersonate this proxy"
-                } else {
-                    "sign tickets for any target"
+                match key {
+                    "SSL_CERTIFICATE" => "impersonate this proxy",
+                    "SSL_TARGET_CA" => "impersonate any VNC server",
+                    _ => "sign tickets for any target",
                 }
             ),
         });

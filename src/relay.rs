@@ -84,6 +84,8 @@ pub enum ClosedBy {
     HeartbeatTimeout,
     /// An operator closed the session; the browser got 1001.
     Admin,
+    /// The VeNCrypt negotiation failed at this step, before relaying; the browser got 1011.
+    Negotiation(&'static str),
 }
 
 impl fmt::Display for ClosedBy {
@@ -102,6 +104,12 @@ impl fmt::Display for ClosedBy {
                 f.write_str("proxy (client stopped answering heartbeats)")
             }
             ClosedBy::Admin => f.write_str("administrator"),
+            ClosedBy::Negotiation(step) => {
+                write!(
+                    f,
+                    "proxy (VeNCrypt negotiation failed at {step}, close 1011)"
+                )
+            }
         }
     }
 }
@@ -330,6 +338,7 @@ where
         ClosedBy::MaxDuration => Some(close(CloseCode::Away, "Session time limit reached")),
         ClosedBy::HeartbeatTimeout => Some(close(CloseCode::Away, "No answer to heartbeats")),
         ClosedBy::Admin => Some(close(CloseCode::Away, "Session closed by an administrator")),
+        ClosedBy::Negotiation(_) => Some(close(CloseCode::Error, "Negotiation failed")),
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         let sent_close = match goodbye {

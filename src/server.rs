@@ -327,6 +327,9 @@ async fn handle_request(
 ) -> Response<Full<Bytes>> {
     let request_id = new_request_id();
     if !hyper_tungstenite::is_upgrade_request(&request) {
+        if let Some(web) = &proxy.web {
+            return web.serve(&request, &request_id).await;
+        }
         debug!(request_id = %request_id, method = %request.method(), "not a websocket request: 405");
         let mut response = plain(
             StatusCode::METHOD_NOT_ALLOWED,

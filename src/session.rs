@@ -3,6 +3,7 @@
 //! and the session's summary line.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
@@ -30,6 +33,7 @@ use crate::registry::Counters;
 use crate::relay::ClosedBy;
 use crate::resume::{self, Control, Parking, Reattach, Retained};
 use crate::target::{ConsoleRequest, Target};
+use crate::vencrypt::{self, Negotiated};
 use crate::{connect, relay};
 
 /// How long a refused browser gets to answer the close frame.
@@ -318,6 +322,21 @@ impl Session {
                 return warn!("browser gone before the session started");
             }
         }
+        let proxy = shared.current();
+        let target_stream =
+            match secure_target(&mut websocket, target_stream, &target, &proxy, counters).await {
+                Ok(stream) => stream,
+                Err(closed_by) => {
+                    return info!(
+                        client = %console.client,
+                        bytes_to_target = counters.to_target(),
+                        bytes_to_client = counters.to_client(),
+                        duration = ?started.elapsed(),
+                        %closed_by,
+                        "session ended"
+                    );
+                }
+            };
         let mut target_stream = target_stream;
         let closed_by = loop {
             let outcome = relay::run(
@@ -376,6 +395,57 @@ impl Session {
             "session ended"
         );
         shared.metrics.session_ended(started.elapsed());
+    }
+}
+
+/// The stream the relay carries to the target: for an `ssl_target` ticket, whatever
+/// [`vencrypt::negotiate`] made of the connection (the proxy's TLS session, or the plain
+/// socket when the server did not insist on VeNCrypt); else the socket itself. Bytes the
+/// browser exchanged during the negotiation count as stream bytes, so that a resumed
+/// session's offsets match the browser's.
+///
+/// # Errors
+/// The negotiation failed: the browser has been closed with 1011 and the reason logged.
+async fn secure_target(
+    websocket: &mut HyperWebsocketStream,
+    target_stream: TcpStream,
+    target: &Target,
+    proxy: &Proxy,
+    counters: &Counters,
+) -> Result<Either<Box<TlsStream<TcpStream>>, TcpStream>, ClosedBy> {
+    if !target.ssl_target {
+        return Ok(Either::Right(target_stream));
+    }
+    let mut tally = vencrypt::Tally::default();
+    let negotiation = vencrypt::negotiate(
+        websocket,
+        target_stream,
+        &proxy.target_tls,
+        &target.host,
+        proxy.settings.ssl_target_timeout,
+        &mut tally,
+    )
+    .await;
+    counters
+        .to_client
+        .fetch_add(tally.to_browser, Ordering::Relaxed);
+    counters
+        .to_target
+        .fetch_add(tally.from_browser, Ordering::Relaxed);
+    match negotiation {
+        Ok(Negotiated::Encrypted(tls)) => {
+            info!(verification = %proxy.target_tls.verification(), "VeNCrypt X509VNC negotiated: encrypted to the VNC server");
+            Ok(Either::Left(tls))
+        }
+        Ok(Negotiated::Passthrough(tcp, why)) => {
+            info!("ssl_target relayed as is, not encrypted by the proxy: {why}");
+            Ok(Either::Right(tcp))
+        }
+        Err(e) => {
+            warn!(step = e.step.label(), "VeNCrypt negotiation failed: {e}");
+            vencrypt::close_failed(websocket, &e).await;
+            Err(ClosedBy::Negotiation(e.step.label()))
+        }
     }
 }
 

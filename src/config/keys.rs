@@ -111,6 +111,14 @@ pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
 pub const ADMIN_TOKEN_FILE: &str = "ADMIN_TOKEN_FILE";
 /// Whether `/metrics` needs the admin token too.
 pub const ADMIN_METRICS_REQUIRE_TOKEN: &str = "ADMIN_METRICS_REQUIRE_TOKEN";
+/// CA file that VNC servers' VeNCrypt certificates must chain to.
+pub const SSL_TARGET_CA: &str = "SSL_TARGET_CA";
+/// Whether a VNC server's certificate must also name the ticket's host.
+pub const SSL_TARGET_VERIFY_NAME: &str = "SSL_TARGET_VERIFY_NAME";
+/// Time allowed for the VeNCrypt negotiation of an `ssl_target` session.
+pub const SSL_TARGET_TIMEOUT: &str = "SSL_TARGET_TIMEOUT";
+/// Directory of static files (the console page) served on the proxy port.
+pub const WEB_ROOT: &str = "WEB_ROOT";
 
 /// One configuration key as the operator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +456,30 @@ pub const KEYS: &[KeyDef] = &[
         name: ADMIN_METRICS_REQUIRE_TOKEN,
         default: "False",
         doc: "/metrics requires the admin token too",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_TARGET_CA,
+        default: "",
+        doc: "PEM CA certificate(s) that ssl_target VNC servers' certificates must chain to; empty: not verified, as upstream",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_TARGET_VERIFY_NAME,
+        default: "True",
+        doc: "with SSL_TARGET_CA, the VNC server's certificate must also name the ticket's host",
+        secret: false,
+    },
+    KeyDef {
+        name: SSL_TARGET_TIMEOUT,
+        default: "10s",
+        doc: "time for the VeNCrypt negotiation of an ssl_target session",
+        secret: false,
+    },
+    KeyDef {
+        name: WEB_ROOT,
+        default: "",
+        doc: "directory of static files (the console page) served on the proxy port; empty: none, plain GETs get 405",
         secret: false,
     },
 ];

@@ -341,6 +341,13 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_metrics_require_token: bool,
+    /// `None`: VNC servers' VeNCrypt certificates are not verified, as upstream.
+    pub ssl_target_ca: Option<PathBuf>,
+    /// With `ssl_target_ca`: the certificate must name the ticket's host, not only chain.
+    pub ssl_target_verify_name: bool,
+    pub ssl_target_timeout: Duration,
+    /// `None`: no static files; non-upgrade requests get 405 as upstream.
+    pub web_root: Option<PathBuf>,
 }
 
 impl Settings {
@@ -409,6 +416,10 @@ impl Settings {
             admin_token: keys.secret(ADMIN_TOKEN),
             admin_token_file: parse_path(keys.text(ADMIN_TOKEN_FILE)),
             admin_metrics_require_token: keys.flag(ADMIN_METRICS_REQUIRE_TOKEN),
+            ssl_target_ca: parse_path(keys.text(SSL_TARGET_CA)),
+            ssl_target_verify_name: keys.flag(SSL_TARGET_VERIFY_NAME),
+            ssl_target_timeout: keys.parse(SSL_TARGET_TIMEOUT, parse_duration),
+            web_root: parse_path(keys.text(WEB_ROOT)),
         };
         check_cross_fields(&settings, &mut keys);
         if keys.errors.is_empty() {
@@ -444,6 +455,12 @@ fn check_cross_fields(settings: &Settings, keys: &mut KeyReader<'_>) {
     }
     if settings.trace_enable {
         keys.warn(TRACE_ENABLE, "traffic tracing is not supported; ignored");
+    }
+    if !settings.ssl_target_verify_name && settings.ssl_target_ca.is_none() {
+        keys.warn(
+            SSL_TARGET_VERIFY_NAME,
+            "has no effect: SSL_TARGET_CA is empty, so VNC server certificates are not verified at all",
+        );
     }
     check_admin(settings, keys);
     if settings.log_target.to_syslog() && settings.log_syslog_socket.as_os_str().is_empty() {
@@ -692,6 +709,10 @@ mod tests {
                 admin_token: None,
                 admin_token_file: None,
                 admin_metrics_require_token: false,
+                ssl_target_ca: None,
+                ssl_target_verify_name: true,
+                ssl_target_timeout: Duration::from_secs(10),
+                web_root: None,
             }
         );
     }

@@ -1,0 +1,142 @@
+// The console page consolegate serves with WEB_ROOT. The ticket comes from the address's
+// #fragment, which browsers never send to any server, so it reaches no access log; the page
+// connects to wss://<this origin>/<ticket> with the "binary" subprotocol, as oVirt's portal
+// does, and lets noVNC speak RFB over that WebSocket.
+import RFB from './novnc/core/rfb.js';
+
+const body = document.body;
+const screen = document.getElementById('screen');
+const statusLine = document.getElementById('status');
+const passwordForm = document.getElementById('password-form');
+const passwordInput = document.getElementById('password');
+const ctrlAltDel = document.getElementById('ctrl-alt-del');
+const reconnectButton = document.getElementById('reconnect');
+
+// What the user reads for each way a session ends; the close codes are consolegate's.
+const CLOSE_REASONS = {
+  1000: 'The console closed the connection.',
+  1001: 'The console proxy is shutting down. Open the console again in a moment.',
+  1003: 'The console proxy refused a message from this page.',
+  1011: 'The console proxy could not reach the VM\'s console securely.',
+};
+const REFUSED = 'The console could not be opened: the ticket was refused (it may have expired '
+  + 'or been used from the wrong place) or the VM\'s console is unreachable. '
+  + 'Open the console again from the portal.';
+
+let ticket = null;
+let rfb = null;
+let socketClose = null;
+let securityReason = null;
+let everConnected = false;
+
+function show(state, text) {
+  body.dataset.state = state;
+  statusLine.textContent = text;
+}
+
+function takeTicket() {
+  const raw = window.location.hash.slice(1);
+  if (!raw) {
+    return null;
+  }
+  // Keep the ticket off the address bar (screen sharing, copied links); it stays in memory
+  // for Reconnect.
+  window.history.replaceState(null, '', window.location.pathname + window.location.search);
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
+function socketUrl() {
+  const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${window.location.host}/${ticket}`;
+}
+
+function connect() {
+  reconnectButton.hidden = true;
+  passwordForm.hidden = true;
+  socketClose = null;
+  securityReason = null;
+  everConnected = false;
+  show('connecting', 'Connecting…');
+
+  // The page opens the WebSocket itself, so that it can tell the user the close code and
+  // reason, which noVNC does not report.
+  const socket = new WebSocket(socketUrl(), ['binary']);
+  socket.addEventListener('close', (event) => {
+    socketClose = { code: event.code, reason: event.reason };
+  });
+
+  rfb = new RFB(screen, socket, { shared: true });
+  rfb.scaleViewport = true;
+  rfb.background = '#000';
+  rfb.addEventListener('credentialsrequired', (event) => {
+    show('password', 'The console asks for its password.');
+    passwordForm.hidden = false;
+    passwordInput.value = '';
+    passwordInput.focus();
+    if (!event.detail.types.includes('password')) {
+      show('failed', `The console asks for credentials this page cannot give: ${event.detail.types.join(', ')}.`);
+    }
+  });
+  rfb.addEventListener('securityfailure', (event) => {
+    securityReason = event.detail.reason || `security failure (status ${event.detail.status})`;
+  });
+  rfb.addEventListener('connect', () => {
+    everConnected = true;
+    passwordForm.hidden = true;
+    ctrlAltDel.hidden = false;
+    show('connected', 'Connected.');
+    rfb.focus();
+  });
+  rfb.addEventListener('desktopname', (event) => {
+    document.title = `${event.detail.name} – Console`;
+    if (body.dataset.state === 'connected') {
+      show('connected', `Connected to ${event.detail.name}.`);
+    }
+  });
+  rfb.addEventListener('disconnect', (event) => {
+    ctrlAltDel.hidden = true;
+    passwordForm.hidden = true;
+    reconnectButton.hidden = false;
+    // The close event may come just after noVNC's own disconnect event.
+    setTimeout(() => explain(event.detail.clean), 50);
+  });
+}
+
+function explain(clean) {
+  const close = socketClose;
+  let text;
+  if (securityReason) {
+    text = `Access denied: ${securityReason}.`;
+  } else if (close && CLOSE_REASONS[close.code]) {
+    text = CLOSE_REASONS[close.code];
+  } else if (!everConnected) {
+    text = REFUSED;
+  } else {
+    text = clean ? 'Disconnected.' : 'The connection to the console was lost.';
+  }
+  if (close && close.code !== 1005) {
+    text += ` (close ${close.code}${close.reason ? `: ${close.reason}` : ''})`;
+  }
+  show(everConnected && clean && !securityReason ? 'disconnected' : 'failed', text);
+}
+
+passwordForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  passwordForm.hidden = true;
+  show('connecting', 'Checking the password…');
+  rfb.sendCredentials({ password: passwordInput.value });
+  passwordInput.value = '';
+});
+ctrlAltDel.addEventListener('click', () => rfb && rfb.sendCtrlAltDel());
+reconnectButton.addEventListener('click', () => connect());
+
+ticket = takeTicket();
+if (ticket) {
+  connect();
+} else {
+  show('failed', 'This address carries no console ticket. Open the console from the portal.');
+}
