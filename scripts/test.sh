@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, the configuration fixtures, the ticket vectors and the
-# proxy binary driven as a process over real sockets and real TLS, with a real Redis server
-# for single-use tickets and real HAProxy in front of two instances.
+# The whole test suite: unit tests, the configuration fixtures, the ticket vectors, the proxy
+# binary driven as a process over real sockets and real TLS, with a real Redis server for
+# single-use tickets, real HAProxy in front of two instances and TigerVNC's Xvnc for
+# encrypted consoles, then the browser tests (scripts/test-e2e.sh: Chromium, noVNC, Xvnc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-redis.sh
 scripts/setup-ops.sh
+scripts/setup-e2e.sh
 cargo test --locked --all-targets "$@"
+scripts/test-e2e.sh

@@ -28,6 +28,7 @@ let rfb = null;
 let socketClose = null;
 let securityReason = null;
 let everConnected = false;
+let desktopName = '';
 
 function show(state, text) {
   body.dataset.state = state;
@@ -88,11 +89,13 @@ function connect() {
     everConnected = true;
     passwordForm.hidden = true;
     ctrlAltDel.hidden = false;
-    show('connected', 'Connected.');
+    show('connected', desktopName ? `Connected to ${desktopName}.` : 'Connected.');
     rfb.focus();
   });
   rfb.addEventListener('desktopname', (event) => {
-    document.title = `${event.detail.name} – Console`;
+    // noVNC names the desktop just before it reports the connection.
+    desktopName = event.detail.name;
+    document.title = `${desktopName} – Console`;
     if (body.dataset.state === 'connected') {
       show('connected', `Connected to ${event.detail.name}.`);
     }
@@ -110,7 +113,7 @@ function explain(clean) {
   const close = socketClose;
   let text;
   if (securityReason) {
-    text = `Access denied: ${securityReason}.`;
+    text = `The connection was refused: ${securityReason}.`;
   } else if (close && CLOSE_REASONS[close.code]) {
     text = CLOSE_REASONS[close.code];
   } else if (!everConnected) {
