@@ -218,9 +218,11 @@ struct Found {
     modified: SystemTime,
 }
 
+/// Errors that mean "no such file" for a request path: missing, through a regular file
+/// (`/console.html/x`, ENOTDIR), a name too long (a ticket pasted as a path, ENAMETOOLONG),
+/// or a symbolic-link loop (ELOOP).
 fn is_missing(error: &io::Error) -> bool {
-    // ENOTDIR: a path through a regular file, as `/console.html/x`.
-    matches!(error.kind(), io::ErrorKind::NotFound) || error.raw_os_error() == Some(20)
+    error.kind() == io::ErrorKind::NotFound || matches!(error.raw_os_error(), Some(20 | 36 | 40))
 }
 
 /// The file path a request path names, relative to the root, or why it names none.

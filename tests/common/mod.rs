@@ -2,6 +2,8 @@
 //! binary run as a real process, and WebSocket clients over plain TCP or rustls.
 #![allow(dead_code)]
 
+pub mod xvnc;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +44,20 @@ pub fn ticket_for(addr: SocketAddr) -> String {
         host: addr.ip().to_string(),
         port: addr.port(),
         ssl_target: false,
+    };
+    signer("engine").sign(
+        &target,
+        Utc::now() - TimeDelta::seconds(5),
+        TimeDelta::seconds(120),
+    )
+}
+
+/// A ticket for `addr` with `ssl_target` as given, valid now for two minutes.
+pub fn ticket_for_target(addr: SocketAddr, ssl_target: bool) -> String {
+    let target = Target {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        ssl_target,
     };
     signer("engine").sign(
         &target,
