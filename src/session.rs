@@ -323,20 +323,28 @@ impl Session {
             }
         }
         let proxy = shared.current();
-        let target_stream =
-            match secure_target(&mut websocket, target_stream, &target, &proxy, counters).await {
-                Ok(stream) => stream,
-                Err(closed_by) => {
-                    return info!(
-                        client = %console.client,
-                        bytes_to_target = counters.to_target(),
-                        bytes_to_client = counters.to_client(),
-                        duration = ?started.elapsed(),
-                        %closed_by,
-                        "session ended"
-                    );
-                }
-            };
+        let target_stream = match secure_target(
+            &mut websocket,
+            target_stream,
+            &target,
+            &proxy,
+            counters,
+            &console.request_id,
+        )
+        .await
+        {
+            Ok(stream) => stream,
+            Err(closed_by) => {
+                return info!(
+                    client = %console.client,
+                    bytes_to_target = counters.to_target(),
+                    bytes_to_client = counters.to_client(),
+                    duration = ?started.elapsed(),
+                    %closed_by,
+                    "session ended"
+                );
+            }
+        };
         let mut target_stream = target_stream;
         let closed_by = loop {
             let outcome = relay::run(
@@ -412,6 +420,7 @@ async fn secure_target(
     target: &Target,
     proxy: &Proxy,
     counters: &Counters,
+    request_id: &str,
 ) -> Result<Either<Box<TlsStream<TcpStream>>, TcpStream>, ClosedBy> {
     if !target.ssl_target {
         return Ok(Either::Right(target_stream));
@@ -443,7 +452,7 @@ async fn secure_target(
         }
         Err(e) => {
             warn!(step = e.step.label(), "VeNCrypt negotiation failed: {e}");
-            vencrypt::close_failed(websocket, &e).await;
+            vencrypt::close_failed(websocket, &e, request_id).await;
             Err(ClosedBy::Negotiation(e.step.label()))
         }
     }

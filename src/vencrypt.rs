@@ -255,8 +255,9 @@ where
 }
 
 /// Sends the browser close 1011 after a failed negotiation (unless it is gone) and waits a
-/// moment for its reply, so that it sees a clean close with the reason.
-pub async fn close_failed<S>(ws: &mut WebSocketStream<S>, error: &NegotiationError)
+/// moment for its reply, so that it sees a clean close with the reason; `reference` (the
+/// request id) ties what the user sees to the log line.
+pub async fn close_failed<S>(ws: &mut WebSocketStream<S>, error: &NegotiationError, reference: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -269,7 +270,7 @@ where
         }
         let frame = CloseFrame {
             code: CloseCode::Error,
-            reason: "VNC encryption negotiation failed".into(),
+            reason: format!("VNC encryption negotiation failed (ref {reference})").into(),
         };
         if ws.send(Message::Close(Some(frame))).await.is_ok() {
             while let Some(Ok(message)) = ws.next().await {

@@ -19,9 +19,10 @@ const CLOSE_REASONS = {
   1003: 'The console proxy refused a message from this page.',
   1011: 'The console proxy could not reach the VM\'s console securely.',
 };
-const REFUSED = 'The console could not be opened: the ticket was refused (it may have expired '
-  + 'or been used from the wrong place) or the VM\'s console is unreachable. '
-  + 'Open the console again from the portal.';
+// A proxy answering refusals with an HTTP status (REFUSE_WITH_HTTP_STATUS) leaves the browser
+// only a bare 1006.
+const REFUSED = 'The console could not be opened: the ticket was refused (it may have expired) '
+  + 'or the VM\'s console is unreachable. Open the console again from the portal.';
 
 let ticket = null;
 let rfb = null;
@@ -112,7 +113,10 @@ function connect() {
 function explain(clean) {
   const close = socketClose;
   let text;
-  if (securityReason) {
+  if (close && close.code >= 4000 && close.code <= 4999 && close.reason) {
+    // consolegate refused the request and says why, for people (contract: 4000 + HTTP status).
+    text = `The console could not be opened: ${close.reason}.`;
+  } else if (securityReason) {
     text = `The connection was refused: ${securityReason}.`;
   } else if (close && CLOSE_REASONS[close.code]) {
     text = CLOSE_REASONS[close.code];
@@ -121,7 +125,9 @@ function explain(clean) {
   } else {
     text = clean ? 'Disconnected.' : 'The connection to the console was lost.';
   }
-  if (close && close.code !== 1005) {
+  if (close && close.code >= 4000 && close.code <= 4999) {
+    text += ` (close ${close.code})`;
+  } else if (close && close.code !== 1005) {
     text += ` (close ${close.code}${close.reason ? `: ${close.reason}` : ''})`;
   }
   show(everConnected && clean && !securityReason ? 'disconnected' : 'failed', text);

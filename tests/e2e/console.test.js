@@ -19,6 +19,7 @@ let tlsVnc; // VeNCrypt X509Vnc, certificate from the test CA naming 127.0.0.1
 let otherCaVnc; // VeNCrypt X509Vnc, certificate from an unrelated CA
 let proxy; // no certificate verification towards VNC servers, as upstream
 let verifyingProxy; // SSL_TARGET_CA = the test CA
+let httpRefusingProxy; // REFUSE_WITH_HTTP_STATUS=True, as upstream
 let browser;
 
 before(async () => {
@@ -27,9 +28,10 @@ before(async () => {
     Xvnc.start({ name: 'x509', colour: ORANGE, security: 'X509Vnc', cert: pki('vnc.pem'), key: pki('vnc.key') }),
     Xvnc.start({ name: 'otherca', colour: GREEN, security: 'X509Vnc', cert: pki('vnc-other-ca.pem'), key: pki('vnc-other-ca.key') }),
   ]);
-  [proxy, verifyingProxy] = await Promise.all([
+  [proxy, verifyingProxy, httpRefusingProxy] = await Promise.all([
     Proxy.start('plain'),
     Proxy.start('verifying', `SSL_TARGET_CA=${pki('ca.pem')}`),
+    Proxy.start('http-refusing', 'REFUSE_WITH_HTTP_STATUS=True'),
   ]);
   browser = await launchBrowser();
 });
@@ -37,7 +39,7 @@ before(async () => {
 after(async () => {
   await Promise.allSettled([
     browser && closeBrowser(browser),
-    ...[proxy, verifyingProxy, plainVnc, tlsVnc, otherCaVnc].filter(Boolean).map((p) => p.stop()),
+    ...[proxy, verifyingProxy, httpRefusingProxy, plainVnc, tlsVnc, otherCaVnc].filter(Boolean).map((p) => p.stop()),
   ]);
 });
 
@@ -110,21 +112,36 @@ describe('the console page', () => {
     await page.close();
   });
 
-  test('a refused ticket: the page reports it and the VNC server sees no connection', async () => {
+  test('a refused ticket: the page shows the proxy\'s reason and the VNC server sees no connection', async () => {
     const before = plainVnc.accepted();
     const forged = ticket(plainVnc.port, { signer: 'other-engine' });
     const page = await openPage(browser);
     await page.goto(`${proxy.origin}/console.html#${forged}`);
     await page.waitForSelector('body[data-state="failed"]', { timeout: 15000 });
     const { status } = await state(page);
-    assert.match(status, /the ticket was refused/);
+    assert.match(status, /console link is not valid - open the console again from the portal \(ref [0-9a-f]{8}\)\. \(close 4403\)/);
     await page.screenshot({ path: screenshotPath('console-refused-ticket') });
 
     const { response } = onlyHandshake(page);
-    assert.equal(response?.status ?? 403, 403, 'refused before the upgrade');
+    assert.equal(response.status, 101, 'upgraded only to be closed with a reason');
     const refusal = await proxy.logLine(/refused: ticket/);
     assert.match(refusal, /signature does not verify/);
+    const ref = status.match(/ref ([0-9a-f]{8})/)[1];
+    assert.match(refusal, new RegExp(`request_id=${ref}`), 'the page\'s reference finds the log line');
     assertNoTicketIn(proxy.logs(), forged);
+    assert.equal(plainVnc.accepted(), before, 'no connection reached the VNC server');
+    await page.close();
+  });
+
+  test('a refused ticket with REFUSE_WITH_HTTP_STATUS: 403 before the upgrade, the page still explains', async () => {
+    const before = plainVnc.accepted();
+    const page = await openPage(browser);
+    await page.goto(`${httpRefusingProxy.origin}/console.html#${ticket(plainVnc.port, { signer: 'other-engine' })}`);
+    await page.waitForSelector('body[data-state="failed"]', { timeout: 15000 });
+    assert.match((await state(page)).status, /the ticket was refused \(it may have expired\)/);
+    const { response } = onlyHandshake(page);
+    assert.equal(response?.status ?? 403, 403);
+    await httpRefusingProxy.logLine(/refused: ticket/);
     assert.equal(plainVnc.accepted(), before, 'no connection reached the VNC server');
     await page.close();
   });
@@ -178,7 +195,9 @@ describe('encrypted VNC servers (VeNCrypt X509Vnc, ssl_target tickets)', () => {
     assert.match(status, /could not set up encryption with the VM's host/);
     assert.match(status, /close 1011: VNC encryption negotiation failed/);
     await page.screenshot({ path: screenshotPath('console-vencrypt-wrong-ca') });
+    const ref = status.match(/\(ref ([0-9a-f]{8})\)/)[1];
     const line = await verifyingProxy.logLine(/VeNCrypt negotiation failed/);
+    assert.match(line, new RegExp(`request_id=${ref}`), 'the page\'s reference finds the log line');
     assert.match(line, /step="?tls_handshake/);
     assert.match(line, /UnknownIssuer/);
     const ended = await verifyingProxy.logLine(/session ended.*VeNCrypt negotiation failed/);
