@@ -11,12 +11,17 @@ missing=()
 command -v Xvnc >/dev/null || missing+=(tigervnc-standalone-server)
 command -v vncpasswd >/dev/null || missing+=(tigervnc-tools)
 command -v xsetroot >/dev/null || missing+=(x11-xserver-utils)
+# Xvnc's core fonts (a Recommends of tigervnc-standalone-server).
+dpkg -s xfonts-base >/dev/null 2>&1 || missing+=(xfonts-base)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-if [ "$want_browser" = 1 ]; then
+if [ "$want_browser" = 0 ]; then
+  # The demo's message window.
+  command -v xmessage >/dev/null || missing+=(x11-utils)
+else
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   # Fonts for the console page's status line in screenshots.
-  [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+  dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-e2e: installing ${missing[*]}"

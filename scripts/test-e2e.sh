@@ -12,4 +12,4 @@ cd tests/e2e
 if [ ! node_modules/.package-lock.json -nt package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-exec node --test --test-concurrency=1 console.test.js
+exec node --test console.test.js

@@ -329,6 +329,7 @@ impl Session {
             &target,
             &proxy,
             counters,
+            retained.as_ref(),
             &console.request_id,
         )
         .await
@@ -409,8 +410,8 @@ impl Session {
 /// The stream the relay carries to the target: for an `ssl_target` ticket, whatever
 /// [`vencrypt::negotiate`] made of the connection (the proxy's TLS session, or the plain
 /// socket when the server did not insist on VeNCrypt); else the socket itself. Bytes the
-/// browser exchanged during the negotiation count as stream bytes, so that a resumed
-/// session's offsets match the browser's.
+/// browser exchanged during the negotiation count as stream bytes, and those sent to it are
+/// retained like relayed ones, so that a resumed session's offsets match the browser's.
 ///
 /// # Errors
 /// The negotiation failed: the browser has been closed with 1011 and the reason logged.
@@ -420,6 +421,7 @@ async fn secure_target(
     target: &Target,
     proxy: &Proxy,
     counters: &Counters,
+    retained: Option<&Retained>,
     request_id: &str,
 ) -> Result<Either<Box<TlsStream<TcpStream>>, TcpStream>, ClosedBy> {
     if !target.ssl_target {
@@ -437,10 +439,15 @@ async fn secure_target(
     .await;
     counters
         .to_client
-        .fetch_add(tally.to_browser, Ordering::Relaxed);
+        .fetch_add(tally.to_browser(), Ordering::Relaxed);
     counters
         .to_target
         .fetch_add(tally.from_browser, Ordering::Relaxed);
+    if let Some(retained) = retained {
+        for message in tally.sent {
+            retained.keep(message);
+        }
+    }
     match negotiation {
         Ok(Negotiated::Encrypted(tls)) => {
             info!(verification = %proxy.target_tls.verification(), "VeNCrypt X509VNC negotiated: encrypted to the VNC server");

@@ -161,13 +161,21 @@ impl fmt::Display for Passthrough {
     }
 }
 
-/// Bytes the browser saw during the negotiation, for the session's stream counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What the browser's stream carried during the negotiation: a resumable session counts
+/// these bytes and keeps those it sent, so that offsets after a re-attach match the browser's.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
-    /// Sent to the browser, made up or forwarded.
-    pub to_browser: u64,
-    /// Received from the browser and consumed, swallowed or forwarded.
+    /// Each message sent to the browser, made up or forwarded, in order.
+    pub sent: Vec<Bytes>,
+    /// Bytes received from the browser and consumed: swallowed or forwarded.
     pub from_browser: u64,
+}
+
+impl Tally {
+    /// Bytes sent to the browser.
+    pub fn to_browser(&self) -> u64 {
+        self.sent.iter().map(|m| m.len() as u64).sum()
+    }
 }
 
 /// What the relay carries once negotiation is over.
@@ -358,12 +366,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async fn send_browser(&mut self, bytes: &[u8], step: Step) -> Result<(), NegotiationError> {
-        let message = Message::Binary(Bytes::copy_from_slice(bytes));
+        let bytes = Bytes::copy_from_slice(bytes);
+        let message = Message::Binary(bytes.clone());
         match tokio::time::timeout_at(self.clock.deadline, self.ws.send(message)).await {
             Err(_) => Err(self.clock.timed_out(step)),
             Ok(Err(e)) => Err(fail(step, Cause::BrowserIo(e.to_string()))),
             Ok(Ok(())) => {
-                self.tally.to_browser += bytes.len() as u64;
+                self.tally.sent.push(bytes);
                 Ok(())
             }
         }
@@ -525,10 +534,10 @@ where
         let mut message = vec![0u8];
         message.extend_from_slice(&(PUBLIC_FAILURE.len() as u32).to_be_bytes());
         message.extend_from_slice(PUBLIC_FAILURE.as_bytes());
-        let len = message.len() as u64;
-        let send = self.ws.send(Message::Binary(message.into()));
+        let message = Bytes::from(message);
+        let send = self.ws.send(Message::Binary(message.clone()));
         if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), send).await {
-            self.tally.to_browser += len;
+            self.tally.sent.push(message);
         }
     }
 }
@@ -745,13 +754,16 @@ mod tests {
             let Ok(Negotiated::Encrypted(stream)) = negotiated else {
                 panic!("not encrypted");
             };
+            let sent: Vec<u8> = tally.sent.iter().flat_map(|m| m.to_vec()).collect();
             assert_eq!(
-                tally,
-                Tally {
-                    to_browser: 12 + 2,
-                    from_browser: 12 + 1
-                },
-                "the greeting and the made-up types; the version and the swallowed choice"
+                sent, b"RFB 003.008\n\x01\x02",
+                "the greeting and the made-up types"
+            );
+            assert_eq!(tally.to_browser(), 14);
+            assert_eq!(
+                tally.from_browser,
+                12 + 1,
+                "the version and the swallowed choice"
             );
             relay(proxy_side, stream).await
         });

@@ -13,9 +13,8 @@ use common::*;
 use consolegate::resume::{Control, PATH, PROTOCOL};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 const STREAM: usize = 3 * 1024 * 1024;
 
@@ -77,42 +76,6 @@ async fn pattern_server() -> PatternServer {
         received,
         connections,
     }
-}
-
-/// A TCP relay in front of the proxy that can be cut, like a Wi-Fi or VPN blip.
-struct Blip {
-    addr: SocketAddr,
-    cut: CancellationToken,
-}
-
-async fn blip(proxy: SocketAddr) -> Blip {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cut = CancellationToken::new();
-    let token = cut.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return,
-                accepted = listener.accept() => {
-                    let Ok((mut browser, _)) = accepted else { return };
-                    let token = token.clone();
-                    tokio::spawn(async move {
-                        let mut upstream = TcpStream::connect(proxy).await.unwrap();
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut browser, &mut upstream) => {}
-                            () = token.cancelled() => {
-                                // Abrupt: no close frame, and a reset rather than a FIN.
-                                let _ = browser.set_zero_linger();
-                                let _ = upstream.set_zero_linger();
-                            }
-                        }
-                    });
-                }
-            }
-        }
-    });
-    Blip { addr, cut }
 }
 
 /// The browser side of `consolegate.v1`, as the console page implements it.

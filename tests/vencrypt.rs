@@ -173,3 +173,73 @@ async fn servers_not_insisting_on_vencrypt_are_passed_through() {
     browser.send(RFB_3_8).await;
     assert_eq!(browser.read(2).await, [1, 19]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumable_session_continues_through_the_tls_session_after_a_cut() {
+    use consolegate::resume::{Control, PATH, PROTOCOL};
+
+    let vnc = Xvnc::start("X509Vnc", Some("vnc"));
+    let proxy = ProxyProcess::start("RECONNECT_GRACE_PERIOD=10");
+    let first_path = blip(proxy.addr).await;
+    let (ws, _) = ws_connect(
+        first_path.addr,
+        false,
+        &ticket_for_target(vnc.addr, true),
+        Some(&format!("{PROTOCOL}, binary")),
+    )
+    .await
+    .unwrap();
+    let mut browser = Browser {
+        ws,
+        pending: Vec::new(),
+    };
+    let secret = match browser.ws.next().await {
+        Some(Ok(Message::Text(text))) => match Control::parse(&text) {
+            Some(Control::Session { secret, .. }) => secret,
+            other => panic!("expected the session message, got {other:?}"),
+        },
+        other => panic!("expected the session message, got {other:?}"),
+    };
+    assert_eq!(browser.read(12).await, RFB_3_8);
+    browser.send(RFB_3_8).await;
+    assert_eq!(browser.read(2).await, [1, 2]);
+    browser.send(&[2]).await;
+    browser.read(16).await;
+    proxy.wait_for_log("VeNCrypt X509VNC negotiated");
+
+    first_path.cut.cancel();
+    proxy.wait_for_log("keeping the console for a re-attach");
+    let second_path = blip(proxy.addr).await;
+    let (mut ws, _) = ws_connect(second_path.addr, false, PATH, Some(PROTOCOL))
+        .await
+        .unwrap();
+    // The browser has received the greeting, the types and the challenge.
+    let hello = Control::Resume {
+        secret,
+        received: 12 + 2 + 16,
+    };
+    ws.send(Message::Text(hello.to_text().into()))
+        .await
+        .unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) => match Control::parse(&text) {
+            Some(Control::Resumed { received, .. }) => assert_eq!(
+                received,
+                12 + 1,
+                "the proxy counts the browser's version and choice as received"
+            ),
+            other => panic!("expected resumed, got {other:?}"),
+        },
+        other => panic!("expected resumed, got {other:?}"),
+    }
+    let mut browser = Browser {
+        ws,
+        pending: Vec::new(),
+    };
+    // The authentication continues on the same TLS session with Xvnc.
+    browser.send(&[0u8; 16]).await;
+    assert_eq!(browser.read(4).await, [0, 0, 0, 1]);
+    let reason = browser.reason().await;
+    assert!(reason.contains("Authentication failure"), "{reason}");
+    assert_eq!(vnc.accepted(), 1, "the VNC server did not notice the cut");
+}

@@ -603,3 +603,39 @@ pub fn metric(text: &str, name: &str) -> f64 {
         })
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
+
+/// A TCP relay in front of the proxy that can be cut, like a Wi-Fi or VPN blip.
+pub struct Blip {
+    pub addr: SocketAddr,
+    pub cut: tokio_util::sync::CancellationToken,
+}
+
+pub async fn blip(proxy: SocketAddr) -> Blip {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = tokio_util::sync::CancellationToken::new();
+    let token = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                accepted = listener.accept() => {
+                    let Ok((mut browser, _)) = accepted else { return };
+                    let token = token.clone();
+                    tokio::spawn(async move {
+                        let mut upstream = TcpStream::connect(proxy).await.unwrap();
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut browser, &mut upstream) => {}
+                            () = token.cancelled() => {
+                                // Abrupt: no close frame, and a reset rather than a FIN.
+                                let _ = browser.set_zero_linger();
+                                let _ = upstream.set_zero_linger();
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    });
+    Blip { addr, cut }
+}
