@@ -9,11 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-e2e.sh --demo
-command -v xmessage >/dev/null || {
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends x11-utils
-}
 cargo build --release --locked
 scripts/build-web.sh target/web
 bin=target/release/consolegate
@@ -47,7 +42,7 @@ for _ in $(seq 100); do
 done
 export DISPLAY=":$display"
 xsetroot -solid '#1e90ff' -cursor_name left_ptr
-xmessage -center -buttons "" \
+xmessage -center -buttons "" -xrm '*background: white' \
   "consolegate demo: this is the VNC server's screen, on display :$display, port $port" &
 
 # The demo configuration, plus the console page.
