@@ -42,7 +42,7 @@ for _ in $(seq 100); do
 done
 export DISPLAY=":$display"
 xsetroot -solid '#1e90ff' -cursor_name left_ptr
-xmessage -center -buttons "" -xrm '*background: white' \
+xmessage -center -buttons "" \
   "consolegate demo: this is the VNC server's screen, on display :$display, port $port" &
 
 # The demo configuration, plus the console page.
