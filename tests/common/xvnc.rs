@@ -54,9 +54,9 @@ impl Xvnc {
                 Ordering::SeqCst,
             )
             .ok();
-        for _ in 0..20 {
+        for _ in 0..50 {
             let display = NEXT_DISPLAY.fetch_add(1, Ordering::SeqCst);
-            if PathBuf::from(format!("/tmp/.X{display}-lock")).exists() {
+            if display_in_use(display) {
                 continue;
             }
             let port = super::closed_port().port();
@@ -129,8 +129,28 @@ fn wait_listening(child: &mut Child, log: &PathBuf) -> bool {
     panic!("Xvnc did not listen within 15s:\n{}", read());
 }
 
+/// Whether an X server holds `display`: its lock file names a live process. A stale lock
+/// (its server killed) does not count; Xvnc replaces it.
+fn display_in_use(display: u32) -> bool {
+    std::fs::read_to_string(format!("/tmp/.X{display}-lock"))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| PathBuf::from(format!("/proc/{pid}")).exists())
+}
+
 impl Drop for Xvnc {
+    /// SIGTERM first, so that Xvnc removes its lock file and socket; SIGKILL if it lingers.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
