@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use crate::health;
 use crate::proxy::Shared;
 use crate::refusal::Refusal;
+use crate::vencrypt;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -68,6 +69,7 @@ pub struct Metrics {
     refusals: Family<Label, Counter>,
     dropped: Family<Label, Counter>,
     reloads: Family<Label, Counter>,
+    vencrypt: Family<Label, Counter>,
     session_duration: Histogram,
     tls_handshake: Histogram,
     target_connect: Histogram,
@@ -79,6 +81,7 @@ impl Default for Metrics {
             refusals: Family::default(),
             dropped: Family::default(),
             reloads: Family::default(),
+            vencrypt: Family::default(),
             // 1 s to 18 h: consoles are opened for minutes to hours.
             session_duration: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
             // 1 ms to about 4 s.
@@ -94,6 +97,9 @@ impl Default for Metrics {
         }
         for result in ["applied", "refused"] {
             let _ = metrics.reloads.get_or_create(&[("result", result)]);
+        }
+        for outcome in vencrypt::OUTCOMES {
+            let _ = metrics.vencrypt.get_or_create(&[("outcome", outcome)]);
         }
         metrics
     }
@@ -115,6 +121,12 @@ impl Metrics {
     pub fn reloaded(&self, applied: bool) {
         let result = if applied { "applied" } else { "refused" };
         self.reloads.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// How an `ssl_target` session's VeNCrypt negotiation ended: `encrypted`, `passthrough`,
+    /// or the label of the step that failed ([`vencrypt::OUTCOMES`]).
+    pub fn vencrypt(&self, outcome: &'static str) {
+        self.vencrypt.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     pub fn session_ended(&self, duration: Duration) {
@@ -152,6 +164,11 @@ pub fn render(shared: &Shared) -> Result<String, fmt::Error> {
         "consolegate_config_reloads",
         "Configuration reloads (SIGHUP), by result",
         metrics.reloads.clone(),
+    );
+    registry.register(
+        "consolegate_vencrypt_negotiations",
+        "VeNCrypt negotiations of ssl_target sessions, by outcome (encrypted, passthrough, or the step that failed)",
+        metrics.vencrypt.clone(),
     );
     registry.register(
         "consolegate_session_duration_seconds",

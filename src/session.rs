@@ -322,78 +322,68 @@ impl Session {
                 return warn!("browser gone before the session started");
             }
         }
-        let proxy = shared.current();
-        let target_stream = match secure_target(
+        let secured = secure_target(
             &mut websocket,
             target_stream,
             &target,
-            &proxy,
+            &shared,
             counters,
             retained.as_ref(),
             &console.request_id,
         )
-        .await
-        {
-            Ok(stream) => stream,
-            Err(closed_by) => {
-                return info!(
-                    client = %console.client,
-                    bytes_to_target = counters.to_target(),
-                    bytes_to_client = counters.to_client(),
-                    duration = ?started.elapsed(),
-                    %closed_by,
-                    "session ended"
-                );
-            }
-        };
-        let mut target_stream = target_stream;
-        let closed_by = loop {
-            let outcome = relay::run(
-                websocket,
-                target_stream,
-                options,
-                &stop,
-                counters,
-                retained.as_ref(),
-            )
-            .await;
-            let (closed_by, parked_target) = match outcome {
-                relay::Outcome::Closed(stats) => break stats.closed_by,
-                relay::Outcome::Detached { closed_by, target } => (closed_by, target),
-            };
-            let (Some(r), Some(key), Some(retained)) = (resume, secret_key, retained.as_ref())
-            else {
-                break closed_by;
-            };
-            info!(reason = %closed_by, grace = ?r.grace, "browser connection lost; keeping the console for a re-attach");
-            let back = shared.parking.park(key);
-            let reattach = tokio::select! {
-                back = tokio::time::timeout(r.grace, back) => back.ok().and_then(Result::ok),
-                () = stop.shutdown.cancelled() => None,
-                () = stop.admin.cancelled() => None,
-            };
-            shared.parking.unpark(&key);
-            let Some(reattach) = reattach else {
-                let mut parked_target = parked_target;
-                let _ = parked_target.shutdown().await;
-                break ClosedBy::ClientGone(format!(
-                    "{closed_by}; not back within RECONNECT_GRACE_PERIOD"
-                ));
-            };
-            match continue_stream(reattach, retained, counters).await {
-                Ok((new_websocket, new_key, client)) => {
-                    info!(%client, "browser re-attached; session continues");
-                    websocket = new_websocket;
-                    secret_key = Some(new_key);
-                    target_stream = parked_target;
-                }
-                Err(why) => {
-                    warn!(reason = %why, "re-attach refused: the stream cannot continue");
+        .await;
+        let closed_by = match secured {
+            Err(closed_by) => closed_by,
+            Ok(mut target_stream) => loop {
+                let outcome = relay::run(
+                    websocket,
+                    target_stream,
+                    options,
+                    &stop,
+                    counters,
+                    retained.as_ref(),
+                )
+                .await;
+                let (closed_by, parked_target) = match outcome {
+                    relay::Outcome::Closed(stats) => break stats.closed_by,
+                    relay::Outcome::Detached { closed_by, target } => (closed_by, target),
+                };
+                let (Some(r), Some(key), Some(retained)) = (resume, secret_key, retained.as_ref())
+                else {
+                    break closed_by;
+                };
+                info!(reason = %closed_by, grace = ?r.grace, "browser connection lost; keeping the console for a re-attach");
+                let back = shared.parking.park(key);
+                let reattach = tokio::select! {
+                    back = tokio::time::timeout(r.grace, back) => back.ok().and_then(Result::ok),
+                    () = stop.shutdown.cancelled() => None,
+                    () = stop.admin.cancelled() => None,
+                };
+                shared.parking.unpark(&key);
+                let Some(reattach) = reattach else {
                     let mut parked_target = parked_target;
                     let _ = parked_target.shutdown().await;
-                    break ClosedBy::ClientGone(format!("{closed_by}; re-attach failed: {why}"));
+                    break ClosedBy::ClientGone(format!(
+                        "{closed_by}; not back within RECONNECT_GRACE_PERIOD"
+                    ));
+                };
+                match continue_stream(reattach, retained, counters).await {
+                    Ok((new_websocket, new_key, client)) => {
+                        info!(%client, "browser re-attached; session continues");
+                        websocket = new_websocket;
+                        secret_key = Some(new_key);
+                        target_stream = parked_target;
+                    }
+                    Err(why) => {
+                        warn!(reason = %why, "re-attach refused: the stream cannot continue");
+                        let mut parked_target = parked_target;
+                        let _ = parked_target.shutdown().await;
+                        break ClosedBy::ClientGone(format!(
+                            "{closed_by}; re-attach failed: {why}"
+                        ));
+                    }
                 }
-            }
+            },
         };
         info!(
             client = %console.client,
@@ -419,7 +409,7 @@ async fn secure_target(
     websocket: &mut HyperWebsocketStream,
     target_stream: TcpStream,
     target: &Target,
-    proxy: &Proxy,
+    shared: &Shared,
     counters: &Counters,
     retained: Option<&Retained>,
     request_id: &str,
@@ -427,6 +417,8 @@ async fn secure_target(
     if !target.ssl_target {
         return Ok(Either::Right(target_stream));
     }
+    let proxy = shared.current();
+    let metrics = &shared.metrics;
     let mut tally = vencrypt::Tally::default();
     let negotiation = vencrypt::negotiate(
         websocket,
@@ -450,14 +442,17 @@ async fn secure_target(
     }
     match negotiation {
         Ok(Negotiated::Encrypted(tls)) => {
+            metrics.vencrypt("encrypted");
             info!(verification = %proxy.target_tls.verification(), "VeNCrypt X509VNC negotiated: encrypted to the VNC server");
             Ok(Either::Left(tls))
         }
         Ok(Negotiated::Passthrough(tcp, why)) => {
+            metrics.vencrypt("passthrough");
             info!("ssl_target relayed as is, not encrypted by the proxy: {why}");
             Ok(Either::Right(tcp))
         }
         Err(e) => {
+            metrics.vencrypt(e.step.label());
             warn!(step = e.step.label(), "VeNCrypt negotiation failed: {e}");
             vencrypt::close_failed(websocket, &e, request_id).await;
             Err(ClosedBy::Negotiation(e.step.label()))

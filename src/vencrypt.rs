@@ -60,6 +60,20 @@ pub enum Step {
     BrowserSecurityType,
 }
 
+/// Every value of the metrics' `outcome` label: the two successes, then each step's label.
+pub const OUTCOMES: &[&str] = &[
+    "encrypted",
+    "passthrough",
+    "server_version",
+    "browser_version",
+    "security_types",
+    "vencrypt_version",
+    "vencrypt_subtypes",
+    "vencrypt_subtype_ack",
+    "tls_handshake",
+    "browser_security_type",
+];
+
 impl Step {
     /// A stable label for log filters and metrics.
     pub fn label(self) -> &'static str {
@@ -733,6 +747,23 @@ mod tests {
             .send(Message::Binary(Bytes::copy_from_slice(bytes)))
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn every_step_has_a_metrics_outcome() {
+        for step in [
+            Step::ServerVersion,
+            Step::BrowserVersion,
+            Step::SecurityTypes,
+            Step::VencryptVersion,
+            Step::VencryptSubtypes,
+            Step::VencryptSubtypeAck,
+            Step::TlsHandshake,
+            Step::BrowserSecurityType,
+        ] {
+            assert!(OUTCOMES.contains(&step.label()), "{step:?}");
+        }
+        assert_eq!(OUTCOMES.len(), 2 + 8);
     }
 
     #[tokio::test]

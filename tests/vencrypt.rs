@@ -110,9 +110,17 @@ async fn with_ssl_target_ca_a_foreign_certificate_is_refused_with_1011() {
     let foreign = Xvnc::start("X509Vnc", Some("vnc-other-ca"));
     let trusted = Xvnc::start("X509Vnc", Some("vnc"));
     let proxy = ProxyProcess::start(&format!(
-        "SSL_TARGET_CA={}",
+        "SSL_TARGET_CA={}\nADMIN_LISTEN=127.0.0.1:0",
         fixture("pki/ca.pem").display()
     ));
+    let outcome = |text: &str, outcome: &str| {
+        metric(
+            text,
+            &format!("consolegate_vencrypt_negotiations_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    let (_, before) = admin_request(proxy.admin_addr(), "GET", "/metrics", None).await;
+    assert_eq!(outcome(&before, "tls_handshake"), 0.0, "present at zero");
 
     let mut browser = Browser::open(&proxy, &ticket_for_target(foreign.addr, true)).await;
     assert_eq!(browser.read(12).await, RFB_3_8);
@@ -146,6 +154,11 @@ async fn with_ssl_target_ca_a_foreign_certificate_is_refused_with_1011() {
     browser.read(16).await;
     let line = proxy.wait_for_log("VeNCrypt X509VNC negotiated");
     assert!(line.contains("and name the host"), "{line}");
+
+    let (_, after) = admin_request(proxy.admin_addr(), "GET", "/metrics", None).await;
+    assert_eq!(outcome(&after, "tls_handshake"), 1.0);
+    assert_eq!(outcome(&after, "encrypted"), 1.0);
+    assert_eq!(outcome(&after, "passthrough"), 0.0);
 }
 
 #[tokio::test]
