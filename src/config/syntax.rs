@@ -47,7 +47,7 @@ pub(super) fn apply_text(
     errors: &mut Vec<ConfigError>,
 ) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in lines(text).enumerate() {
         let origin = Origin::new(file, index + 1);
         let (key, raw_value) = match split_line(line) {
             Ok(Some(assignment)) => assignment,
@@ -79,6 +79,29 @@ pub(super) fn apply_text(
             }),
         }
     }
+}
+
+/// The lines of `text` as upstream's Python reads a file (universal newlines): `\n`, `\r\n`
+/// and a lone `\r` each end a line. A stray `\r` kept in a value would silently change it,
+/// e.g. `SSL_ONLY=yes\r` would not read as true.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(end) = rest.find(['\r', '\n']) else {
+            return Some(std::mem::take(&mut rest));
+        };
+        let line = &rest[..end];
+        let terminator = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + terminator..];
+        Some(line)
+    })
 }
 
 /// The warning for text dropped after a value; it does not quote a secret's text.
@@ -504,6 +527,20 @@ mod tests {
         assert_eq!(get(&config, "PROXY_PORT"), "7000");
         assert_eq!(get(&config, "SSL_ONLY"), "True");
         assert_eq!(config.get("SSL_ONLY").unwrap().origin.line, 3);
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line_as_upstream_reads_it() {
+        // Found by fuzzing (fuzz/corpus/config_text/regression-lone-cr): the `\r` was kept in
+        // the value, so `yes\r` was not a boolean and SSL_ONLY read as false.
+        let (config, errors) = apply("SSL_ONLY=yes\rPROXY_PORT=7000\r\r\nSSL_KEY=/k\r");
+        assert_eq!(errors, []);
+        assert_eq!(get(&config, "SSL_ONLY"), "yes");
+        assert_eq!(get(&config, "PROXY_PORT"), "7000");
+        assert_eq!(get(&config, "SSL_KEY"), "/k");
+        assert_eq!(config.get("SSL_KEY").unwrap().origin.line, 4);
+        assert_eq!(lines("a\n\nb\r\n").collect::<Vec<_>>(), ["a", "", "b"]);
+        assert_eq!(lines("").count(), 0);
     }
 
     #[test]
