@@ -25,7 +25,7 @@ pub use resolvers::{ReplayStoreKind, ResolverMode, ResolverSettings, SecretUrl};
 pub use settings::{
     check_admin_token, parse_bool, parse_duration, parse_listen_host, parse_log_level,
     parse_message_size, parse_path, parse_port, parse_tls_version, InvalidValue, ListenHost,
-    Secret, Settings, TlsVersion,
+    Secret, Settings, TlsVersion, MAX_DURATION,
 };
 
 /// What `check-config` prints instead of a secret value.
@@ -161,6 +161,15 @@ impl RawConfig {
             config.assign(key, (*value).to_owned(), Origin::new("test", 0));
         }
         config
+    }
+
+    /// Applies `text`, the contents of configuration file `file`, on top of this
+    /// configuration, as [`load`] does for each file it reads; returns every bad line's
+    /// error (the good lines still apply). No file is opened: for tools and fuzzing.
+    pub fn apply_text(&mut self, text: &str, file: &std::path::Path) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        syntax::apply_text(text, file, self, &mut errors);
+        errors
     }
 
     /// The entry for `key` or the key an alias of it stands for.

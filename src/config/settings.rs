@@ -23,6 +23,10 @@ use crate::proxy_protocol::{parse_trusted, Trusted};
 /// Smallest `WS_MAX_MESSAGE_SIZE`: below it even a console's first frames may not fit.
 const MIN_MESSAGE_SIZE: usize = 1024;
 
+/// Longest duration any key accepts: far beyond any sensible timeout, far below where
+/// `Instant` and `DateTime` arithmetic overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
 /// Where the proxy listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenHost {
@@ -155,17 +159,23 @@ pub fn parse_tls_version(value: &str) -> Result<Option<TlsVersion>, InvalidValue
 }
 
 /// Reads a duration: whole seconds, as upstream-style keys use, or humantime syntax
-/// (`500ms`, `2m`, `1h 30s`).
+/// (`500ms`, `2m`, `1h 30s`), of at most [`MAX_DURATION`], so that every deadline the server
+/// computes from it is representable: a larger value used to pass the checks and then fail
+/// every connection.
 pub fn parse_duration(value: &str) -> Result<Duration, InvalidValue> {
-    if let Ok(seconds) = value.parse() {
-        return Ok(Duration::from_secs(seconds));
+    let duration = match value.parse() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(value).map_err(|_| {
+            InvalidValue::new(
+                value,
+                "a duration (whole seconds, or e.g. 500ms, 2m, \"1h 30s\")",
+            )
+        })?,
+    };
+    if duration > MAX_DURATION {
+        return Err(InvalidValue::new(value, "a duration of at most 10 years"));
     }
-    humantime::parse_duration(value).map_err(|_| {
-        InvalidValue::new(
-            value,
-            "a duration (whole seconds, or e.g. 500ms, 2m, \"1h 30s\")",
-        )
-    })
+    Ok(duration)
 }
 
 /// Reads `WS_MAX_MESSAGE_SIZE`, in bytes.
@@ -882,6 +892,28 @@ mod tests {
         for bad in ["", "-1", "10x", "1.5"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_too_long_to_compute_a_deadline_are_refused() {
+        // HANDSHAKE_TIMEOUT=18446744073709551615 used to pass check-config, then panic in
+        // every connection task ("overflow when adding duration to instant").
+        assert_eq!(parse_duration("315360000"), Ok(MAX_DURATION));
+        for huge in [
+            "315360001",
+            "18446744073709551615",
+            "11years",
+            "9999999999999h",
+        ] {
+            let error = parse_duration(huge).unwrap_err();
+            assert_eq!(error.value, huge);
+        }
+        assert_eq!(
+            parse_duration("18446744073709551615")
+                .unwrap_err()
+                .to_string(),
+            "\"18446744073709551615\" is not a duration of at most 10 years"
+        );
     }
 
     #[test]
