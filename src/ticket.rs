@@ -281,10 +281,18 @@ impl TicketVerifier {
             }
         }
 
-        if now + self.clock_skew < valid_from {
+        // Checked: a skew that reaches past the calendar's ends tolerates everything rather
+        // than overflowing (`DateTime + TimeDelta` panics).
+        if now
+            .checked_add_signed(self.clock_skew)
+            .is_some_and(|latest| latest < valid_from)
+        {
             return Err(TicketError::NotYetValid { valid_from, now });
         }
-        if now - self.clock_skew > valid_to {
+        if now
+            .checked_sub_signed(self.clock_skew)
+            .is_some_and(|earliest| earliest > valid_to)
+        {
             return Err(TicketError::Expired { valid_to, now });
         }
         let target = parse_payload(&payload)?;
@@ -310,6 +318,19 @@ impl TicketVerifier {
             .checked_add_signed(self.clock_skew)
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
+}
+
+/// Reads a ticket's `data` field, as it stands in the ticket (percent-encoded JSON), into
+/// its console target: the payload half of [`TicketVerifier::verify`], which runs the same
+/// two steps (the format before the signature check, the target after it). For tools and
+/// fuzzing; it proves nothing about who issued the payload.
+///
+/// # Errors
+/// [`TicketError::MalformedField`] for `data` that is not percent-encoded JSON,
+/// [`TicketError::BadPayload`] or [`TicketError::UnsupportedWebSocketTarget`] for a payload
+/// that names no usable target.
+pub fn parse_data(data: &str) -> Result<Target, TicketError> {
+    parse_payload(&decode_data(data)?)
 }
 
 /// A short, non-reversible name for a ticket in logs: a prefix of its SHA-256.
@@ -881,6 +902,24 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
         assert!(pem.ends_with("\r\n-----END CERTIFICATE-----\n"));
         assert!(pem.lines().all(|l| l.trim_end_matches('\r').len() <= 76));
+    }
+
+    #[test]
+    fn any_clock_skew_is_tolerated_without_overflow() {
+        // `now + TimeDelta::MAX` used to panic inside verify.
+        let ticket = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/vectors/04-expired.ticket"
+        ))
+        .unwrap();
+        let forever = verifier().clock_skew(std::time::Duration::MAX);
+        for now in [now(), DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+            assert!(forever.verify(ticket.trim(), now).is_ok(), "{now}");
+        }
+        assert!(matches!(
+            verifier().verify(ticket.trim(), DateTime::<Utc>::MAX_UTC),
+            Err(TicketError::Expired { .. })
+        ));
     }
 
     #[test]
