@@ -67,6 +67,9 @@ pub enum ClosedBy {
     ClientGone(String),
     /// The browser sent a text frame; answered with 1003.
     ClientSentText,
+    /// The browser broke the WebSocket protocol (an unmasked frame, reserved bits, an
+    /// unknown opcode, a fragmented or oversized control frame...); answered with 1002.
+    ClientProtocolError(String),
     /// The browser sent a frame or message over `WS_MAX_FRAME_SIZE`/`WS_MAX_MESSAGE_SIZE`;
     /// answered with 1009.
     ClientTooBig(String),
@@ -94,6 +97,9 @@ impl fmt::Display for ClosedBy {
             ClosedBy::Client(code) => write!(f, "client (close {code})"),
             ClosedBy::ClientGone(why) => write!(f, "client gone ({why})"),
             ClosedBy::ClientSentText => f.write_str("proxy (client sent a text frame, close 1003)"),
+            ClosedBy::ClientProtocolError(why) => {
+                write!(f, "proxy (client protocol error: {why}, close 1002)")
+            }
             ClosedBy::ClientTooBig(why) => write!(f, "proxy (client {why}, close 1009)"),
             ClosedBy::Target => f.write_str("target"),
             ClosedBy::TargetError(why) => write!(f, "target error ({why})"),
@@ -206,10 +212,7 @@ where
                     return ClosedBy::Client(frame.map_or(1005, |f| u16::from(f.code)))
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-                Err(tungstenite::Error::Capacity(e)) => {
-                    return ClosedBy::ClientTooBig(e.to_string())
-                }
-                Err(e) => return ClosedBy::ClientGone(client_error(&e)),
+                Err(e) => return client_failure(e),
             }
         }
         ClosedBy::ClientGone("connection closed without a close frame".into())
@@ -330,6 +333,7 @@ where
         // tungstenite has queued the echo of the client's close frame; flushing sends it.
         ClosedBy::Client(_) | ClosedBy::ClientGone(_) => None,
         ClosedBy::ClientSentText => Some(close(CloseCode::Unsupported, "Binary frames only")),
+        ClosedBy::ClientProtocolError(_) => Some(close(CloseCode::Protocol, "Protocol error")),
         ClosedBy::ClientTooBig(_) => Some(close(CloseCode::Size, "Message too big")),
         ClosedBy::Target => Some(close(CloseCode::Normal, "Target closed")),
         ClosedBy::TargetError(_) => Some(close(CloseCode::Error, "Target connection failed")),
@@ -350,7 +354,13 @@ where
                 false
             }
         };
-        if sent_close {
+        // After a protocol or size error the browser's stream is in no known state: fail the
+        // connection (RFC 6455, 7.1.7) rather than read on for a close reply.
+        let violated = matches!(
+            closed_by,
+            ClosedBy::ClientProtocolError(_) | ClosedBy::ClientTooBig(_)
+        );
+        if sent_close && !violated {
             // Wait for the browser's close reply so the close handshake completes.
             while let Some(Ok(reply)) = ws_rx.next().await {
                 if reply.is_close() {
@@ -367,6 +377,21 @@ where
         bytes_to_client: counters.to_client(),
         closed_by,
     })
+}
+
+/// Why reading from the browser failed: its fault (answered with a close code) or gone.
+fn client_failure(error: tungstenite::Error) -> ClosedBy {
+    use tungstenite::error::ProtocolError;
+    match error {
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ClosedBy::ClientGone("connection closed without a close frame".into())
+        }
+        tungstenite::Error::Protocol(e) => ClosedBy::ClientProtocolError(e.to_string()),
+        tungstenite::Error::Capacity(e) => ClosedBy::ClientTooBig(e.to_string()),
+        // A text frame that is not even UTF-8: still a text frame.
+        tungstenite::Error::Utf8(_) => ClosedBy::ClientSentText,
+        other => ClosedBy::ClientGone(client_error(&other)),
+    }
 }
 
 fn client_error(error: &tungstenite::Error) -> String {
