@@ -354,7 +354,7 @@ async fn handle_request(
         client: peer,
         tls,
     };
-    if request.uri().path().trim_start_matches('/') == resume::PATH {
+    if session::credential(request.uri()) == resume::PATH {
         let parking = context.shared.parking.clone();
         return match session::accept_resume(&mut request, &console, proxy, parking) {
             Ok((response, attach)) => {
@@ -381,7 +381,7 @@ async fn handle_request(
             warn!(
                 request_id = %request_id,
                 ticket = %proxy.resolver.fingerprint(
-                    request.uri().path().trim_start_matches('/'),
+                    session::credential(request.uri()),
                     request.uri().query()
                 ),
                 reason = %refusal,

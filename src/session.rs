@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
-use hyper::{Request, Response};
+use hyper::{HeaderMap, Request, Response, Uri};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use hyper_tungstenite::tungstenite::Message;
@@ -88,7 +88,7 @@ pub async fn prepare(
     check_origin(request, &settings.allowed_origins)?;
     let permit = limits.try_acquire(console.client.ip())?;
 
-    let path = request.uri().path().trim_start_matches('/');
+    let path = credential(request.uri());
     let credential = proxy.resolver.fingerprint(path, request.uri().query());
     let console_request = ConsoleRequest {
         path,
@@ -514,7 +514,7 @@ fn choose_subprotocol<B>(
     request: &Request<B>,
     reconnects: bool,
 ) -> Result<Option<&'static str>, Refusal> {
-    let Some(offered) = offered_subprotocols(request) else {
+    let Some(offered) = offered_subprotocols(request.headers()) else {
         return Ok(None);
     };
     if reconnects && offered.iter().any(|p| p == resume::PROTOCOL) {
@@ -542,13 +542,16 @@ fn upgrade(
     Ok((response, websocket))
 }
 
-/// The `Sec-WebSocket-Protocol` values offered, or `None` when the header is absent.
-fn offered_subprotocols<B>(request: &Request<B>) -> Option<Vec<String>> {
-    let mut values = request
-        .headers()
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .peekable();
+/// The credential a request carries (contract section 1): the request-target's path without
+/// its leading `/`, exactly as sent (not percent-decoded), the query left out.
+pub fn credential(uri: &Uri) -> &str {
+    uri.path().trim_start_matches('/')
+}
+
+/// The `Sec-WebSocket-Protocol` values offered, trimmed, empty ones left out, or `None`
+/// when the header is absent. Values that are not visible ASCII are skipped.
+pub fn offered_subprotocols(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut values = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().peekable();
     values.peek()?;
     Some(
         values
@@ -558,4 +561,46 @@ fn offered_subprotocols<B>(request: &Request<B>) -> Option<Vec<String>> {
             .filter(|p| !p.is_empty())
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn credential_is_the_raw_path_without_leading_slashes_or_query() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert_eq!(credential(&uri("/eyJh+b/c=")), "eyJh+b/c=");
+        assert_eq!(credential(&uri("/abc?x=1")), "abc");
+        assert_eq!(credential(&uri("//abc")), "abc");
+        assert_eq!(credential(&uri("/a%2Bb")), "a%2Bb");
+        assert_eq!(credential(&uri("/")), "");
+        assert_eq!(credential(&uri("*")), "*");
+    }
+
+    #[test]
+    fn subprotocols_are_split_trimmed_and_merged_across_headers() {
+        assert_eq!(offered_subprotocols(&HeaderMap::new()), None);
+        assert_eq!(offered_subprotocols(&headers(&[b""])), Some(vec![]));
+        assert_eq!(
+            offered_subprotocols(&headers(&[b" base64 ,, binary", b"x"])),
+            Some(vec!["base64".into(), "binary".into(), "x".into()])
+        );
+        // Not visible ASCII: that header value is skipped, the others still count.
+        assert_eq!(
+            offered_subprotocols(&headers(&[b"bin\xffary", b"binary"])),
+            Some(vec!["binary".into()])
+        );
+    }
 }
