@@ -14,7 +14,7 @@ use crate::ticket::TicketError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("subprotocol \"binary\" not offered (offered: {offered:?})")]
+    #[error("subprotocol \"binary\" not offered (offered: {})", shown(offered))]
     Subprotocol { offered: Vec<String> },
     #[error("bad websocket handshake: {0}")]
     Handshake(String),
@@ -174,6 +174,27 @@ impl Refusal {
     }
 }
 
+/// At most this many offered subprotocols are logged, each cut to [`SHOWN_LEN`] characters:
+/// the header is the client's to fill (up to `MAX_REQUEST_HEADER_SIZE`), the log line is not.
+const SHOWN_PROTOCOLS: usize = 8;
+const SHOWN_LEN: usize = 40;
+
+/// The offered subprotocols as the log shows them: quoted and escaped, bounded in size.
+fn shown(offered: &[String]) -> String {
+    let mut shown: Vec<String> = offered
+        .iter()
+        .take(SHOWN_PROTOCOLS)
+        .map(|p| match p.char_indices().nth(SHOWN_LEN) {
+            Some((cut, _)) => format!("{:?}...", &p[..cut]),
+            None => format!("{p:?}"),
+        })
+        .collect();
+    if offered.len() > SHOWN_PROTOCOLS {
+        shown.push(format!("and {} more", offered.len() - SHOWN_PROTOCOLS));
+    }
+    format!("[{}]", shown.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -294,5 +315,21 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn offered_subprotocols_are_logged_bounded() {
+        let refusal = |offered: Vec<String>| Refusal::Subprotocol { offered }.to_string();
+        assert_eq!(
+            refusal(vec!["base64".into(), "chat\"x".into()]),
+            r#"subprotocol "binary" not offered (offered: ["base64", "chat\"x"])"#
+        );
+        let many = refusal(
+            (0..5000)
+                .map(|i| format!("p{i}-{}", "x".repeat(100)))
+                .collect(),
+        );
+        assert!(many.len() < 1000, "{} bytes", many.len());
+        assert!(many.ends_with(r#"..., and 4992 more])"#), "{many}");
     }
 }

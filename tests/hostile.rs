@@ -258,6 +258,18 @@ async fn malformed_and_slow_connections_leave_a_relaying_session_intact() {
     assert!(status_line(&response).starts_with("HTTP/1.1 403"));
     proxy.wait_for_log("more than the 16384 allowed");
 
+    // 40 KiB of subprotocols, none of them "binary": 400, and a log line of bounded size.
+    let protocols: Vec<String> = (0..4000).map(|i| format!("p{i}")).collect();
+    let header = format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(","));
+    let request = upgrade_request(&ticket_for(echo.addr), &header)
+        .replace("Sec-WebSocket-Protocol: binary\r\n", "");
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut stream).await;
+    assert!(status_line(&response).starts_with("HTTP/1.1 400"));
+    let line = proxy.wait_for_log("not offered");
+    assert!(line.len() < 2048, "a {} byte log line", line.len());
+
     // Slowloris: a crowd of connections that never finish, plain and inside TLS, plus one
     // that trickles a byte at a time. All are dropped after HANDSHAKE_TIMEOUT.
     let crowd = 400.min(fd_limit(proxy.pid()) / 4);
