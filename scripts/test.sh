@@ -2,7 +2,9 @@
 # The whole test suite: unit tests, the configuration fixtures, the ticket vectors, the proxy
 # binary driven as a process over real sockets and real TLS, with a real Redis server for
 # single-use tickets, real HAProxy in front of two instances and TigerVNC's Xvnc for
-# encrypted consoles, then the browser tests (scripts/test-e2e.sh: Chromium, noVNC, Xvnc).
+# encrypted consoles; a short fuzz run of every parser of untrusted or operator input
+# (FUZZ_SECONDS per target, default 10; 0 skips); then the browser tests
+# (scripts/test-e2e.sh: Chromium, noVNC, Xvnc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,4 +12,8 @@ scripts/setup-redis.sh
 scripts/setup-ops.sh
 scripts/setup-e2e.sh
 cargo test --locked --all-targets "$@"
+fuzz_seconds=${FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  scripts/fuzz.sh "$fuzz_seconds"
+fi
 scripts/test-e2e.sh
