@@ -49,8 +49,12 @@ flags=(
   --cfg fuzzing
 )
 started=$SECONDS
+# The fuzz crate resolves from the main crate's lock file, so it builds consolegate with
+# exactly the dependency versions the main build uses (and never goes stale when they change);
+# cargo adds only the fuzz-only crates (libfuzzer-sys and what it needs).
+cp Cargo.lock fuzz/Cargo.lock
 # --target keeps the instrumentation off build scripts and proc macros, as cargo-fuzz does.
-RUSTFLAGS="${flags[*]} ${RUSTFLAGS:-}" cargo build --locked --profile fuzz \
+RUSTFLAGS="${flags[*]} ${RUSTFLAGS:-}" cargo build --profile fuzz \
   --manifest-path fuzz/Cargo.toml --target-dir fuzz/target --target "$triple" --bins
 echo "fuzz: built in $((SECONDS - started)) s"
 
