@@ -264,7 +264,8 @@ fn check_origin<B>(request: &Request<B>, allowed: &[String]) -> Result<(), Refus
         .map(|v| v.trim_end_matches('/').to_ascii_lowercase());
     match origin {
         Some(origin) if allowed.contains(&origin) => Ok(()),
-        origin => Err(Refusal::Origin { origin }),
+        // Bounded for the log line: a refused header may be as long as the request head.
+        origin => Err(Refusal::Origin { origin: origin.map(|o| o.chars().take(100).collect()) }),
     }
 }
 
