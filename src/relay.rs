@@ -56,6 +56,9 @@ pub struct Stop {
     pub shutdown: CancellationToken,
     /// An operator closed this session.
     pub admin: CancellationToken,
+    /// The browser re-attached on a new connection (resumable sessions): hand the target
+    /// back as if this connection had vanished.
+    pub detach: CancellationToken,
 }
 
 /// Who ended a session, for its summary line.
@@ -309,6 +312,7 @@ where
         () = expiry => ClosedBy::MaxDuration,
         () = stop.shutdown.cancelled() => ClosedBy::Shutdown,
         () = stop.admin.cancelled() => ClosedBy::Admin,
+        () = stop.detach.cancelled() => ClosedBy::ClientGone("replaced by a re-attach".into()),
     };
 
     if retained.is_some()

@@ -6,13 +6,18 @@
 //! binary frames carry the RFB stream exactly as with `binary`, text frames carry JSON control
 //! messages):
 //!
-//! - proxy → browser, first: `{"type":"session","resume":SECRET,"grace":SECONDS}`
+//! - proxy → browser, first: `{"type":"session","resume":SECRET,"grace":SECONDS,"heartbeat":SECONDS}`
+//!   (`heartbeat`: the ping interval rounded up, 0 when off, so that the page can tell a
+//!   connection that went silent from an idle one; a browser must accept its absence)
 //! - either way, from time to time: `{"type":"ack","received":N}` — N is the number of stream
 //!   bytes received so far; the sender may forget what the peer has acknowledged.
 //! - to re-attach, the browser opens `/.consolegate/resume` offering `consolegate.v1` and
 //!   sends `{"type":"resume","resume":SECRET,"received":N}`; the proxy answers
 //!   `{"type":"resumed","resume":NEW_SECRET,"received":M}`, resends its stream from byte N,
-//!   and the browser resends its own from byte M. Nothing is lost or duplicated.
+//!   and the browser resends its own from byte M. Nothing is lost or duplicated. A browser
+//!   may re-attach before the proxy has noticed that its old connection is gone (a browser
+//!   often learns first, or gives up on a silent connection first): the old connection is
+//!   then let go and the new one continues the session.
 //!
 //! A secret is 256 random bits, used once: every resume hands out a new one. Only its SHA-256
 //! is kept. A wrong or expired secret is refused like a bad ticket (close 4403).
@@ -37,17 +42,33 @@ pub const PATH: &str = ".consolegate/resume";
 /// A control message, as it travels in a text frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    Session { secret: String, grace_secs: u64 },
-    Ack { received: u64 },
-    Resume { secret: String, received: u64 },
-    Resumed { secret: String, received: u64 },
+    Session {
+        secret: String,
+        grace_secs: u64,
+        heartbeat_secs: u64,
+    },
+    Ack {
+        received: u64,
+    },
+    Resume {
+        secret: String,
+        received: u64,
+    },
+    Resumed {
+        secret: String,
+        received: u64,
+    },
 }
 
 impl Control {
     pub fn to_text(&self) -> String {
         match self {
-            Control::Session { secret, grace_secs } => {
-                json!({"type": "session", "resume": secret, "grace": grace_secs})
+            Control::Session {
+                secret,
+                grace_secs,
+                heartbeat_secs,
+            } => {
+                json!({"type": "session", "resume": secret, "grace": grace_secs, "heartbeat": heartbeat_secs})
             }
             Control::Ack { received } => json!({"type": "ack", "received": received}),
             Control::Resume { secret, received } => {
@@ -80,6 +101,10 @@ impl Control {
             "session" => Some(Control::Session {
                 secret: secret()?,
                 grace_secs: value.get("grace")?.as_u64()?,
+                heartbeat_secs: match value.get("heartbeat") {
+                    None => 0,
+                    Some(heartbeat) => heartbeat.as_u64()?,
+                },
             }),
             _ => None,
         }
@@ -216,7 +241,9 @@ pub struct Reattach {
     pub request_id: String,
 }
 
-/// Sessions waiting for their browser, filed under the hash of their resume secret.
+/// Resumable sessions, filed under the hash of their current resume secret: those waiting for
+/// their browser, and those still relaying, which a browser that noticed a drop first takes
+/// over.
 #[derive(Default)]
 pub struct Parking {
     waiting: Mutex<HashMap<[u8; 32], oneshot::Sender<Reattach>>>,
@@ -238,7 +265,8 @@ impl Parking {
         rx
     }
 
-    /// Takes a parked session off the table (its grace period is over, or it ended).
+    /// Takes a session off the table (its grace period is over, it ended, or its secret
+    /// was used).
     pub fn unpark(&self, key: &[u8; 32]) {
         self.lock().remove(key);
     }
@@ -270,6 +298,7 @@ mod tests {
             Control::Session {
                 secret: "s".into(),
                 grace_secs: 30,
+                heartbeat_secs: 20,
             },
             Control::Ack { received: 12345 },
             Control::Resume {
@@ -290,9 +319,19 @@ mod tests {
             r#"{"type":"ack"}"#,
             r#"{"type":"ack","received":-1}"#,
             r#"{"type":"x"}"#,
+            r#"{"type":"session","resume":"s","grace":30,"heartbeat":"20"}"#,
         ] {
             assert_eq!(Control::parse(junk), None, "{junk}");
         }
+        // Sessions from proxies before the heartbeat field.
+        assert_eq!(
+            Control::parse(r#"{"type":"session","resume":"s","grace":30}"#),
+            Some(Control::Session {
+                secret: "s".into(),
+                grace_secs: 30,
+                heartbeat_secs: 0
+            })
+        );
     }
 
     #[test]

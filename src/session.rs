@@ -20,6 +20,7 @@ use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
@@ -305,6 +306,7 @@ impl Session {
         let stop = relay::Stop {
             shutdown: closing,
             admin: registered.info.close.clone(),
+            detach: CancellationToken::new(),
         };
         let retained = resume.map(|r| Retained::new(r.buffer));
         let mut secret_key = None;
@@ -314,6 +316,9 @@ impl Session {
             let hello = Control::Session {
                 secret,
                 grace_secs: r.grace.as_secs(),
+                heartbeat_secs: options
+                    .heartbeat_interval
+                    .map_or(0, |every| every.as_secs_f64().ceil() as u64),
             };
             if websocket
                 .send(Message::Text(hello.to_text().into()))
@@ -336,29 +341,65 @@ impl Session {
         let closed_by = match secured {
             Err(closed_by) => closed_by,
             Ok(mut target_stream) => loop {
-                let outcome = relay::run(
+                // Filed while relaying too: a browser that noticed the drop before the proxy
+                // did (or gave up on a silent connection) re-attaches at once, and this
+                // connection is let go.
+                let mut back = secret_key.map(|key| shared.parking.park(key));
+                let relay_stop = relay::Stop {
+                    detach: CancellationToken::new(),
+                    ..stop.clone()
+                };
+                let relay = relay::run(
                     websocket,
                     target_stream,
                     options,
-                    &stop,
+                    &relay_stop,
                     counters,
                     retained.as_ref(),
-                )
-                .await;
+                );
+                tokio::pin!(relay);
+                let mut early = None;
+                let outcome = loop {
+                    tokio::select! {
+                        outcome = &mut relay => break outcome,
+                        got = reattached(&mut back), if back.is_some() => {
+                            if got.is_some() {
+                                early = got;
+                                relay_stop.detach.cancel();
+                            }
+                        }
+                    }
+                };
                 let (closed_by, parked_target) = match outcome {
-                    relay::Outcome::Closed(stats) => break stats.closed_by,
+                    relay::Outcome::Closed(stats) => {
+                        if let Some(key) = secret_key {
+                            shared.parking.unpark(&key);
+                        }
+                        if let Some(late) = early {
+                            let (code, reason) = websocket_refusal(&late.request_id);
+                            close_with(late.websocket, code, reason).await;
+                        }
+                        break stats.closed_by;
+                    }
                     relay::Outcome::Detached { closed_by, target } => (closed_by, target),
                 };
                 let (Some(r), Some(key), Some(retained)) = (resume, secret_key, retained.as_ref())
                 else {
                     break closed_by;
                 };
-                info!(reason = %closed_by, grace = ?r.grace, "browser connection lost; keeping the console for a re-attach");
-                let back = shared.parking.park(key);
-                let reattach = tokio::select! {
-                    back = tokio::time::timeout(r.grace, back) => back.ok().and_then(Result::ok),
-                    () = stop.shutdown.cancelled() => None,
-                    () = stop.admin.cancelled() => None,
+                let reattach = match early {
+                    Some(reattach) => {
+                        info!(client = %reattach.client, "browser re-attached before its old connection was noticed gone; letting that one go");
+                        Some(reattach)
+                    }
+                    None => {
+                        info!(reason = %closed_by, grace = ?r.grace, "browser connection lost; keeping the console for a re-attach");
+                        tokio::select! {
+                            back = tokio::time::timeout(r.grace, reattached(&mut back)) => back.ok().flatten(),
+                            () = stop.shutdown.cancelled() => None,
+                            () = stop.admin.cancelled() => None,
+                        }
+                    }
                 };
                 shared.parking.unpark(&key);
                 let Some(reattach) = reattach else {
@@ -396,6 +437,14 @@ impl Session {
         );
         shared.metrics.session_ended(started.elapsed());
     }
+}
+
+/// The browser that re-attached under the session's secret, if it did; `back` is spent
+/// afterwards, so that a finished receiver is never polled again.
+async fn reattached(back: &mut Option<oneshot::Receiver<Reattach>>) -> Option<Reattach> {
+    let got = back.as_mut()?.await.ok();
+    *back = None;
+    got
 }
 
 /// The stream the relay carries to the target: for an `ssl_target` ticket, whatever

@@ -97,8 +97,13 @@ impl Browser {
         assert_eq!(response.headers()["sec-websocket-protocol"], PROTOCOL);
         let secret = match client.next().await {
             Some(Ok(Message::Text(text))) => match Control::parse(&text) {
-                Some(Control::Session { secret, grace_secs }) => {
+                Some(Control::Session {
+                    secret,
+                    grace_secs,
+                    heartbeat_secs,
+                }) => {
                     assert!(grace_secs > 0);
+                    assert_eq!(heartbeat_secs, 20, "the default HEARTBEAT_INTERVAL");
                     secret
                 }
                 other => panic!("expected a session message, got {other:?}"),
@@ -195,26 +200,8 @@ impl Browser {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_connection_reattaches_and_both_streams_continue_exactly() {
-    let vnc = pattern_server().await;
-    let proxy = ProxyProcess::start("RECONNECT_GRACE_PERIOD=10\nRECONNECT_BUFFER_SIZE=1048576");
-    let first_path = blip(proxy.addr).await;
-    let mut browser = Browser::open(first_path.addr, &ticket_for(vnc.addr)).await;
-    assert!(browser.pump(STREAM / 3).await);
-
-    first_path.cut.cancel();
-    // Whatever was in flight is lost with the connection; keep reading until it fails.
-    while browser.pump(STREAM).await {}
-    proxy.wait_for_log("keeping the console for a re-attach");
-
-    let second_path = blip(proxy.addr).await;
-    let used_secret = browser.secret.clone();
-    browser.resume(second_path.addr).await.unwrap();
-    proxy.wait_for_log("browser re-attached");
-    assert!(browser.pump(STREAM).await);
-
-    // Every byte, in order, exactly once, both ways.
+/// Every byte, in order, exactly once, both ways, and the VNC server saw one connection.
+async fn assert_both_streams_exact(browser: &Browser, vnc: &PatternServer) {
     assert_eq!(browser.received.len(), STREAM);
     assert!(
         browser
@@ -240,6 +227,49 @@ async fn a_cut_connection_reattaches_and_both_streams_continue_exactly() {
         1,
         "the VNC server must not notice"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_notices_the_drop_first_takes_its_session_over() {
+    let vnc = pattern_server().await;
+    let proxy = ProxyProcess::start("RECONNECT_GRACE_PERIOD=10\nRECONNECT_BUFFER_SIZE=1048576");
+    let mut browser = Browser::open(proxy.addr, &ticket_for(vnc.addr)).await;
+    assert!(browser.pump(STREAM / 3).await);
+
+    // The old connection is still open at the proxy (the browser gave up on it, or learnt of
+    // the drop first): the re-attach takes the session over and the old one is let go.
+    browser.resume(proxy.addr).await.unwrap();
+    proxy.wait_for_log("browser re-attached before its old connection was noticed gone");
+    proxy.wait_for_log("browser re-attached; session continues");
+    assert!(browser.pump(STREAM).await);
+    assert_both_streams_exact(&browser, &vnc).await;
+    assert!(
+        !proxy.logs().contains("keeping the console for a re-attach"),
+        "the session never waited: {}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_reattaches_and_both_streams_continue_exactly() {
+    let vnc = pattern_server().await;
+    let proxy = ProxyProcess::start("RECONNECT_GRACE_PERIOD=10\nRECONNECT_BUFFER_SIZE=1048576");
+    let first_path = blip(proxy.addr).await;
+    let mut browser = Browser::open(first_path.addr, &ticket_for(vnc.addr)).await;
+    assert!(browser.pump(STREAM / 3).await);
+
+    first_path.cut.cancel();
+    // Whatever was in flight is lost with the connection; keep reading until it fails.
+    while browser.pump(STREAM).await {}
+    proxy.wait_for_log("keeping the console for a re-attach");
+
+    let second_path = blip(proxy.addr).await;
+    let used_secret = browser.secret.clone();
+    browser.resume(second_path.addr).await.unwrap();
+    proxy.wait_for_log("browser re-attached");
+    assert!(browser.pump(STREAM).await);
+
+    assert_both_streams_exact(&browser, &vnc).await;
     // A secret is single-use: the one just used no longer works.
     browser.client.close(None).await.unwrap();
     proxy.wait_for_log("session ended");
