@@ -15,7 +15,7 @@ novnc=web/node_modules/@novnc/novnc
 tmp="$out.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp/novnc"
-cp web/console.html web/console.js web/console.css web/favicon.svg "$tmp/"
+cp web/console.html web/console.js web/resume.js web/console.css web/favicon.svg "$tmp/"
 cp -R "$novnc/core" "$novnc/vendor" "$tmp/novnc/"
 # noVNC is MPL-2.0 (its vendored pako MIT): ship the licence texts with the code.
 cp "$novnc/LICENSE.txt" "$tmp/novnc/"

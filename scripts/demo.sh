@@ -45,9 +45,10 @@ xsetroot -solid '#1e90ff' -cursor_name left_ptr
 xmessage -center -buttons "" \
   "consolegate demo: this is the VNC server's screen, on display :$display, port $port" &
 
-# The demo configuration, plus the console page.
+# The demo configuration, plus the console page, which re-attaches after a network blip.
 cat > "$work/web.conf" <<CONF
 WEB_ROOT=$PWD/target/web
+RECONNECT_GRACE_PERIOD=30
 CONF
 url=$("$bin" ticket sign --key certs/engine.key --cert certs/engine.pem \
   --host 127.0.0.1 --port "$port" --lifetime 3600 --url https://localhost:6100/console.html)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests and the demo need on a fresh Debian machine (idempotent):
-# TigerVNC's Xvnc and vncpasswd, xsetroot, Debian's Chromium, and Node.js with npm.
+# TigerVNC's Xvnc and vncpasswd, xsetroot, Debian's Chromium, and Node.js with npm; x11-utils
+# (the demo's message window xmessage, the tests' pointer watcher xev).
 #
 #   scripts/setup-e2e.sh            everything (tests)
 #   scripts/setup-e2e.sh --demo     without the browser (the demo prints a URL for yours)
@@ -15,10 +16,8 @@ command -v xsetroot >/dev/null || missing+=(x11-xserver-utils)
 dpkg -s xfonts-base >/dev/null 2>&1 || missing+=(xfonts-base)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-if [ "$want_browser" = 0 ]; then
-  # The demo's message window.
-  command -v xmessage >/dev/null || missing+=(x11-utils)
-else
+{ command -v xmessage >/dev/null && command -v xev >/dev/null; } || missing+=(x11-utils)
+if [ "$want_browser" = 1 ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   # Fonts for the console page's status line in screenshots.
   dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The browser part of the suite: Debian's Chromium, driven by playwright-core, loads the
 # console page from the consolegate binary and connects through it to real TigerVNC servers
-# (tests/e2e/console.test.js). Installs its Debian and npm packages first; screenshots go to
+# (tests/e2e/console.test.js; reconnect.test.js: reconnects, refusals after the grace period
+# and heartbeats, through a TCP relay the tests cut; resume.test.js: unit tests of the page's
+# reconnect module). Installs its Debian and npm packages first; screenshots go to
 # test-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +14,4 @@ cd tests/e2e
 if [ ! node_modules/.package-lock.json -nt package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-exec node --test console.test.js
+exec node --test resume.test.js console.test.js reconnect.test.js

@@ -1,8 +1,12 @@
 // The console page consolegate serves with WEB_ROOT. The ticket comes from the address's
 // #fragment, which browsers never send to any server, so it reaches no access log; the page
-// connects to wss://<this origin>/<ticket> with the "binary" subprotocol, as oVirt's portal
-// does, and lets noVNC speak RFB over that WebSocket.
+// connects to wss://<this origin>/<ticket> offering the subprotocols "consolegate.v1" and
+// "binary" (as oVirt's portal does), and lets noVNC speak RFB over that connection. With
+// "consolegate.v1" (RECONNECT_GRACE_PERIOD on the proxy) a dropped connection is re-attached
+// without a new ticket (resume.js) while noVNC carries on; with "binary" it is a plain
+// WebSocket.
 import RFB from './novnc/core/rfb.js';
+import { ResumableSocket } from './resume.js';
 
 const body = document.body;
 const screen = document.getElementById('screen');
@@ -30,6 +34,10 @@ let socketClose = null;
 let securityReason = null;
 let everConnected = false;
 let desktopName = '';
+/** Set while the connection is being re-attached, and when re-attaching failed. */
+let reattaching = null;
+let reattachFailed = false;
+let graceSecs = 0;
 
 function show(state, text) {
   body.dataset.state = state;
@@ -56,19 +64,42 @@ function socketUrl() {
   return `${scheme}//${window.location.host}/${ticket}`;
 }
 
+function connectedText() {
+  return desktopName ? `Connected to ${desktopName}.` : 'Connected.';
+}
+
 function connect() {
   reconnectButton.hidden = true;
   passwordForm.hidden = true;
   socketClose = null;
   securityReason = null;
   everConnected = false;
+  reattaching = null;
+  reattachFailed = false;
   show('connecting', 'Connecting…');
 
-  // The page opens the WebSocket itself, so that it can tell the user the close code and
+  // The page opens the connection itself, so that it can tell the user the close code and
   // reason, which noVNC does not report.
-  const socket = new WebSocket(socketUrl(), ['binary']);
+  const socket = new ResumableSocket(socketUrl());
   socket.addEventListener('close', (event) => {
     socketClose = { code: event.code, reason: event.reason };
+    reattachFailed = reattaching !== null && !event.wasClean;
+    reattaching = null;
+  });
+  socket.addEventListener('session', (event) => {
+    graceSecs = event.detail.grace;
+  });
+  socket.addEventListener('resuming', () => {
+    // Discreet: the picture (or the password prompt) stays, and what the user types is kept
+    // and delivered once re-attached.
+    reattaching = { state: body.dataset.state, text: statusLine.textContent };
+    show('reconnecting', 'Connection lost, reconnecting…');
+  });
+  socket.addEventListener('resumed', () => {
+    if (reattaching && body.dataset.state === 'reconnecting') {
+      show(reattaching.state, reattaching.text);
+    }
+    reattaching = null;
   });
 
   rfb = new RFB(screen, socket, { shared: true });
@@ -90,7 +121,7 @@ function connect() {
     everConnected = true;
     passwordForm.hidden = true;
     ctrlAltDel.hidden = false;
-    show('connected', desktopName ? `Connected to ${desktopName}.` : 'Connected.');
+    show('connected', connectedText());
     rfb.focus();
   });
   rfb.addEventListener('desktopname', (event) => {
@@ -114,8 +145,13 @@ function explain(clean) {
   const close = socketClose;
   let text;
   if (close && close.code >= 4000 && close.code <= 4999 && close.reason) {
-    // consolegate refused the request and says why, for people (contract: 4000 + HTTP status).
-    text = `The console could not be opened: ${close.reason}.`;
+    // consolegate refused the request (or a re-attach) and says why, for people (contract:
+    // 4000 + HTTP status).
+    text = everConnected
+      ? `The console session ended: ${close.reason}.`
+      : `The console could not be opened: ${close.reason}.`;
+  } else if (reattachFailed) {
+    text = `The connection to the console was lost and could not be restored within ${graceSecs} s.`;
   } else if (securityReason) {
     text = `The connection was refused: ${securityReason}.`;
   } else if (close && CLOSE_REASONS[close.code]) {
@@ -130,7 +166,8 @@ function explain(clean) {
   } else if (close && close.code !== 1005) {
     text += ` (close ${close.code}${close.reason ? `: ${close.reason}` : ''})`;
   }
-  show(everConnected && clean && !securityReason ? 'disconnected' : 'failed', text);
+  const ended = close && close.code >= 4000 && close.code <= 4999;
+  show(everConnected && clean && !securityReason && !ended && !reattachFailed ? 'disconnected' : 'failed', text);
 }
 
 passwordForm.addEventListener('submit', (event) => {

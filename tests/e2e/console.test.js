@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
-  Proxy, Xvnc, closeBrowser, launchBrowser, openPage, pki, screenshotPath, ticket,
-  waitForCanvasColour, rgb,
+  Proxy, Xvnc, closeBrowser, enterPassword, freePort, launchBrowser, openConsole as openConsoleAt,
+  openPage, pageState as state, pki, screenshotPath, ticket, waitForCanvasColour, rgb,
 } from './harness.js';
 
 const BLUE = '#1e90ff';
@@ -44,20 +44,8 @@ after(async () => {
 });
 
 /** Opens the console page for `consoleTicket` on `via` and waits for the password prompt. */
-async function openConsole(via, consoleTicket) {
-  const page = await openPage(browser);
-  await page.goto(`${via.origin}/console.html#${consoleTicket}`);
-  await page.waitForSelector('body[data-state="password"]', { timeout: 15000 });
-  return page;
-}
-
-async function enterPassword(page, password) {
-  await page.fill('#password', password);
-  await page.click('#password-form button');
-}
-
-async function state(page) {
-  return page.evaluate(() => ({ state: document.body.dataset.state, status: document.getElementById('status').textContent }));
+function openConsole(via, consoleTicket) {
+  return openConsoleAt(browser, via.origin, consoleTicket);
 }
 
 /** The one WebSocket handshake a page made, as sent and as answered. */
@@ -91,9 +79,10 @@ describe('the console page', () => {
     await waitForCanvasColour(page, BLUE);
 
     const { request, response } = onlyHandshake(page);
-    assert.equal(request['sec-websocket-protocol'], 'binary', 'the page offers "binary"');
+    assert.equal(request['sec-websocket-protocol'], 'consolegate.v1, binary', 'the page offers reconnects, then "binary"');
     assert.equal(response.status, 101);
-    assert.equal(response.headers['sec-websocket-protocol'], 'binary');
+    assert.equal(response.headers['sec-websocket-protocol'], 'binary', 'reconnects are off: plain "binary"');
+    assert.ok(page.record.frames.every((f) => f.opcode === 2), 'binary frames only, as with a plain WebSocket');
     assert.deepEqual(page.record.errors, [], 'no page errors and no CSP violations');
 
     await page.close();
@@ -112,26 +101,39 @@ describe('the console page', () => {
     await page.close();
   });
 
-  test('a refused ticket: the page shows the proxy\'s reason and the VNC server sees no connection', async () => {
-    const before = plainVnc.accepted();
-    const forged = ticket(plainVnc.port, { signer: 'other-engine' });
-    const page = await openPage(browser);
-    await page.goto(`${proxy.origin}/console.html#${forged}`);
-    await page.waitForSelector('body[data-state="failed"]', { timeout: 15000 });
-    const { status } = await state(page);
-    assert.match(status, /console link is not valid - open the console again from the portal \(ref [0-9a-f]{8}\)\. \(close 4403\)/);
-    await page.screenshot({ path: screenshotPath('console-refused-ticket') });
+  // Each refusal: the proxy's own words inside noVNC's page, the code, and a reference that
+  // finds the proxy's log line; no connection reaches any VNC server.
+  for (const [label, makeTicket, code, reason, logged] of [
+    ['a forged ticket', () => ticket(plainVnc.port, { signer: 'other-engine' }), 4403,
+      'console link is not valid - open the console again from the portal', /refused: ticket.*signature does not verify/],
+    ['an expired ticket', () => ticket(plainVnc.port, { now: new Date(Date.now() - 3600 * 1000), lifetime: 60 }), 4401,
+      'console link expired - open the console again from the portal', /refused: ticket.*ticket expired/],
+    ['a ticket for an unreachable VNC server', async () => ticket(await freePort()), 4502,
+      'the virtual machine\'s console is not reachable - is the VM running?', /refused: target unreachable/],
+  ]) {
+    test(`${label}: the page shows the proxy's reason (close ${code}) and no VNC server sees a connection`, async () => {
+      const before = plainVnc.accepted();
+      const refused = await makeTicket();
+      const page = await openPage(browser);
+      await page.goto(`${proxy.origin}/console.html#${refused}`);
+      await page.waitForSelector('body[data-state="failed"]', { timeout: 15000 });
+      const { status } = await state(page);
+      const escaped = reason.replace(/[.?()]/g, '\\$&');
+      assert.match(status, new RegExp(`^The console could not be opened: ${escaped} \\(ref [0-9a-f]{8}\\)\\. \\(close ${code}\\)$`));
+      const visible = await page.innerText('body');
+      assert.ok(visible.includes(reason), `the reason is on the page: ${visible}`);
+      await page.screenshot({ path: screenshotPath(`console-refused-${code}`) });
 
-    const { response } = onlyHandshake(page);
-    assert.equal(response.status, 101, 'upgraded only to be closed with a reason');
-    const refusal = await proxy.logLine(/refused: ticket/);
-    assert.match(refusal, /signature does not verify/);
-    const ref = status.match(/ref ([0-9a-f]{8})/)[1];
-    assert.match(refusal, new RegExp(`request_id=${ref}`), 'the page\'s reference finds the log line');
-    assertNoTicketIn(proxy.logs(), forged);
-    assert.equal(plainVnc.accepted(), before, 'no connection reached the VNC server');
-    await page.close();
-  });
+      const { response } = onlyHandshake(page);
+      assert.equal(response.status, 101, 'upgraded only to be closed with a reason');
+      const ref = status.match(/ref ([0-9a-f]{8})/)[1];
+      const line = await proxy.logLine(new RegExp(`request_id=${ref}.*refused|refused.*request_id=${ref}`));
+      assert.match(line, logged, 'the page\'s reference finds the log line that says why');
+      assertNoTicketIn(proxy.logs(), refused);
+      assert.equal(plainVnc.accepted(), before, 'no connection reached the VNC server');
+      await page.close();
+    });
+  }
 
   test('a refused ticket with REFUSE_WITH_HTTP_STATUS: 403 before the upgrade, the page still explains', async () => {
     const before = plainVnc.accepted();

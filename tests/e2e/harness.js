@@ -46,6 +46,21 @@ export function freePort() {
   });
 }
 
+/**
+ * Sends SIGTERM and waits for the exit, at most `timeout` ms; the timer goes with the exit, so
+ * that it does not keep the test process alive.
+ */
+async function terminate(child, timeout) {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return;
+  }
+  let timer;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((resolve) => { timer = setTimeout(resolve, timeout); })]);
+  clearTimeout(timer);
+}
+
 let nextDisplay = 40 + (process.pid % 50);
 
 /** TigerVNC's Xvnc on 127.0.0.1 with a password and a solid-colour root window. */
@@ -115,12 +130,26 @@ export class Xvnc {
     });
   }
 
+  /**
+   * Watches the pointer on the X display (`xev -root`): `motions()` are the root-window
+   * positions the VNC server moved it to, in order.
+   */
+  watchPointer() {
+    const xev = spawn('stdbuf', ['-oL', 'xev', '-root', '-event', 'mouse'], {
+      env: { ...process.env, DISPLAY: `:${this.display}` },
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    let output = '';
+    xev.stdout.setEncoding('utf8');
+    xev.stdout.on('data', (chunk) => { output += chunk; });
+    return {
+      motions: () => [...output.matchAll(/MotionNotify[\s\S]*?root:\((\d+),(\d+)\)/g)].map((m) => [Number(m[1]), Number(m[2])]),
+      stop: () => xev.kill('SIGTERM'),
+    };
+  }
+
   async stop() {
-    if (this.child.exitCode === null) {
-      const exited = new Promise((resolve) => this.child.once('exit', resolve));
-      this.child.kill('SIGTERM');
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
-    }
+    await terminate(this.child, 5000);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -172,17 +201,16 @@ export class Proxy {
   }
 
   async stop() {
-    if (this.child.exitCode === null) {
-      const exited = new Promise((resolve) => this.child.once('exit', resolve));
-      this.child.kill('SIGTERM');
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15000))]);
-    }
+    await terminate(this.child, 15000);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
-/** A ticket from `ticket sign`, as an engine issues it (signer: a key in the test PKI). */
-export function ticket(port, { sslTarget = false, signer = 'engine', lifetime = 120 } = {}) {
+/**
+ * A ticket from `ticket sign`, as an engine issues it (signer: a key in the test PKI); `now`
+ * (a Date) signs it as if issued then.
+ */
+export function ticket(port, { sslTarget = false, signer = 'engine', lifetime = 120, now } = {}) {
   const args = [
     'ticket', 'sign', '--key', pki(`${signer}.key`), '--cert', pki(`${signer}.pem`),
     '--host', '127.0.0.1', '--port', String(port), '--lifetime', String(lifetime),
@@ -190,7 +218,97 @@ export function ticket(port, { sslTarget = false, signer = 'engine', lifetime = 
   if (sslTarget) {
     args.push('--ssl-target');
   }
+  if (now) {
+    args.push('--now', now.toISOString());
+  }
   return execFileSync(binary, args, { encoding: 'utf8' }).trim();
+}
+
+/**
+ * A TCP relay on 127.0.0.1 between the browser and the proxy, standing for the network: the
+ * test cuts it (every connection reset at once, as when a Wi-Fi link drops), freezes it
+ * (connections stay open but nothing passes, as when a NAT forgets them), or refuses new
+ * connections for a while. It keeps its port throughout, so the page's origin stays the same.
+ */
+export class Relay {
+  static async start(targetPort) {
+    const relay = new Relay(targetPort);
+    await new Promise((resolve, reject) => {
+      relay.server.once('error', reject);
+      relay.server.listen(0, '127.0.0.1', resolve);
+    });
+    relay.port = relay.server.address().port;
+    relay.origin = `https://localhost:${relay.port}`;
+    return relay;
+  }
+
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.pairs = new Set();
+    this.refusing = false;
+    /** Connections accepted, and of them refused at once. */
+    this.accepted = 0;
+    this.refused = 0;
+    this.server = net.createServer((browserSide) => this.accept(browserSide));
+  }
+
+  accept(browserSide) {
+    this.accepted += 1;
+    if (this.refusing) {
+      this.refused += 1;
+      browserSide.resetAndDestroy();
+      return;
+    }
+    const proxySide = net.connect(this.targetPort, '127.0.0.1');
+    const pair = { browserSide, proxySide };
+    this.pairs.add(pair);
+    const end = () => {
+      this.pairs.delete(pair);
+      browserSide.destroy();
+      proxySide.destroy();
+    };
+    for (const socket of [browserSide, proxySide]) {
+      socket.on('error', end);
+      socket.on('close', end);
+    }
+    browserSide.pipe(proxySide);
+    proxySide.pipe(browserSide);
+  }
+
+  /** Resets every open connection, both sides, without a close frame or FIN. */
+  cut() {
+    for (const { browserSide, proxySide } of this.pairs) {
+      browserSide.resetAndDestroy();
+      proxySide.resetAndDestroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** Open connections stop passing anything, both ways; they stay open. New ones work. */
+  freeze() {
+    for (const { browserSide, proxySide } of this.pairs) {
+      browserSide.unpipe(proxySide);
+      proxySide.unpipe(browserSide);
+      browserSide.pause();
+      proxySide.pause();
+    }
+    this.frozen = [...this.pairs];
+    this.pairs.clear();
+  }
+
+  /** While on, new connections are reset as soon as they are accepted. */
+  refuse(on) {
+    this.refusing = on;
+  }
+
+  async stop() {
+    this.cut();
+    for (const { browserSide, proxySide } of this.frozen || []) {
+      browserSide.destroy();
+      proxySide.destroy();
+    }
+    await new Promise((resolve) => this.server.close(resolve));
+  }
 }
 
 /** The proxy certificate's public key hash, the one certificate Chromium is told to accept. */
@@ -229,9 +347,19 @@ export async function closeBrowser(context) {
  */
 export async function openPage(context) {
   const page = await context.newPage();
-  const record = { handshakes: [], responses: [], errors: [] };
+  const record = { sockets: [], handshakes: [], responses: [], frames: [], errors: [] };
   const cdp = await context.newCDPSession(page);
   await cdp.send('Network.enable');
+  cdp.on('Network.webSocketCreated', (event) => {
+    record.sockets.push({ id: event.requestId, url: event.url, at: Date.now() });
+  });
+  // Data frames (opcode 1 text, 2 binary) as Chromium sent and received them.
+  for (const [name, direction] of [['Network.webSocketFrameSent', 'sent'], ['Network.webSocketFrameReceived', 'received']]) {
+    cdp.on(name, (event) => {
+      record.frames.push({ id: event.requestId, direction, opcode: event.response.opcode, at: Date.now(),
+        text: event.response.opcode === 1 ? event.response.payloadData : null });
+    });
+  }
   cdp.on('Network.webSocketWillSendHandshakeRequest', (event) => {
     record.handshakes.push({ id: event.requestId, headers: lowerKeys(event.request.headers) });
   });
@@ -250,6 +378,37 @@ export async function openPage(context) {
   page.on('pageerror', (error) => record.errors.push(String(error)));
   page.record = record;
   return page;
+}
+
+/** Opens the console page for `consoleTicket` at `origin` and waits for the password prompt. */
+export async function openConsole(context, origin, consoleTicket) {
+  const page = await openPage(context);
+  await page.goto(`${origin}/console.html#${consoleTicket}`);
+  await page.waitForSelector('body[data-state="password"]', { timeout: 15000 });
+  return page;
+}
+
+export async function enterPassword(page, password) {
+  await page.fill('#password', password);
+  await page.click('#password-form button');
+}
+
+/** What the page tells the user: its state and status line. */
+export async function pageState(page) {
+  return page.evaluate(() => ({ state: document.body.dataset.state, status: document.getElementById('status').textContent }));
+}
+
+/**
+ * Records every change of the page's state from now on (with the page's clock), so that
+ * states too short for polling are seen: `page.evaluate(() => window.stateLog)`.
+ */
+export async function recordStates(page) {
+  await page.evaluate(() => {
+    window.stateLog = [{ state: document.body.dataset.state, at: performance.now() }];
+    new MutationObserver(() => {
+      window.stateLog.push({ state: document.body.dataset.state, status: document.getElementById('status').textContent, at: performance.now() });
+    }).observe(document.body, { attributes: true, attributeFilter: ['data-state'] });
+  });
 }
 
 function lowerKeys(headers) {
