@@ -216,10 +216,10 @@ describe('after the grace period, re-attaching is refused and the page says why'
     assert.equal(await page.isVisible('#reconnect'), false, 'no Reconnect button while re-attaching');
     await page.screenshot({ path: screenshotPath('reconnecting') });
     const gone = await proxy.logLine(/session ended.*not back within RECONNECT_GRACE_PERIOD/, 10000);
-    assert.match(gone, /closed_by=client gone/);
-    await waitFor('the VNC server to see its connection closed', () => /Connections: closed/.test(vnc.log()));
-    assert.ok(relay.refused > 0, 'the page tried while the network was down');
     relay.refuse(false);
+    assert.match(gone, /closed_by=client gone/);
+    assert.ok(relay.refused > 0, 'the page tried while the network was down');
+    await waitFor('the VNC server to see its connection closed', () => /Connections: closed/.test(vnc.log()));
 
     await page.waitForSelector('body[data-state="failed"]', { timeout: 15000 });
     const { status } = await pageState(page);
