@@ -266,7 +266,9 @@ fn check_origin<B>(request: &Request<B>, allowed: &[String]) -> Result<(), Refus
     match origin {
         Some(origin) if allowed.contains(&origin) => Ok(()),
         // Bounded for the log line: a refused header may be as long as the request head.
-        origin => Err(Refusal::Origin { origin: origin.map(|o| o.chars().take(100).collect()) }),
+        origin => Err(Refusal::Origin {
+            origin: origin.map(|o| o.chars().take(100).collect()),
+        }),
     }
 }
 

@@ -444,7 +444,11 @@ fn check_signed_fields(listed: &str, with_digest: bool) -> Result<Vec<&str>, Tic
     } else {
         // Bounded for the log line: the list comes from the ticket, which anyone can write.
         Err(TicketError::SignedFieldsInvalid {
-            listed: names.into_iter().take(8).map(|n| n.chars().take(40).collect()).collect(),
+            listed: names
+                .into_iter()
+                .take(8)
+                .map(|n| n.chars().take(40).collect())
+                .collect(),
             with_digest,
         })
     }
