@@ -1,0 +1,151 @@
+//! What a proxy costs, read from /proc: proportional set size, open descriptors and CPU time,
+//! each summed over the process and its descendants, so websockify's one-process-per-session
+//! model is charged for every process it forks.
+
+use std::fs;
+use std::io;
+
+/// Resource use of a process tree at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Proportional set size: shared pages divided among the processes sharing them.
+    pub pss_kib: u64,
+    pub fds: u64,
+    pub processes: u64,
+}
+
+/// The process and every live descendant.
+pub fn tree(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if let Some(fields) = stat_fields(&stat) {
+                    if let Some(ppid) = fields.first().and_then(|f| f.parse::<u32>().ok()) {
+                        parents.push((pid, ppid));
+                    }
+                }
+            }
+        }
+    }
+    let mut members = vec![root];
+    let mut i = 0;
+    while i < members.len() {
+        let parent = members[i];
+        members.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    members
+}
+
+/// Memory, descriptors and process count of the tree under `root`.
+///
+/// # Errors
+/// The root process is gone.
+pub fn usage(root: u32) -> io::Result<Usage> {
+    let mut total = Usage::default();
+    fs::metadata(format!("/proc/{root}"))?;
+    for pid in tree(root) {
+        let Ok(rollup) = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        total.pss_kib += parse_pss_kib(&rollup).unwrap_or(0);
+        total.fds += fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| dir.count() as u64)
+            .unwrap_or(0);
+        total.processes += 1;
+    }
+    Ok(total)
+}
+
+/// CPU seconds (user + system) the tree has used, including reaped children.
+pub fn cpu_seconds(root: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: u64 = tree(root)
+        .into_iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| parse_cpu_ticks(&stat))
+        .sum();
+    ticks as f64 / ticks_per_second
+}
+
+/// The fields after `pid (comm)`: field 4 of proc(5) (ppid) is the first. `comm` may hold
+/// spaces and parentheses, so the split is at the last `)`.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().skip(1).collect())
+}
+
+/// utime + stime + cutime + cstime (proc(5) fields 14 to 17) in clock ticks.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let fields = stat_fields(stat)?;
+    // fields[0] is field 4 (ppid), so field N is fields[N - 4].
+    let mut sum = 0u64;
+    for n in 14..=17 {
+        sum += fields.get(n - 4)?.parse::<i64>().ok()?.max(0) as u64;
+    }
+    Some(sum)
+}
+
+fn parse_pss_kib(rollup: &str) -> Option<u64> {
+    rollup
+        .lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Memory the kernel could still hand out, to stop a test before it pushes the machine into
+/// swap or the OOM killer.
+pub fn mem_available_kib() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_survive_a_comm_with_spaces_and_parentheses() {
+        let stat = "4242 (web (sock) ify) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 50 7 3 20 0 1 0 12345 1000000 200 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(250 + 50 + 7 + 3));
+        assert_eq!(stat_fields(stat).unwrap()[0], "1");
+    }
+
+    #[test]
+    fn pss_is_read_from_smaps_rollup() {
+        let rollup = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  9000 kB\nPss:  4321 kB\n";
+        assert_eq!(parse_pss_kib(rollup), Some(4321));
+        assert_eq!(parse_pss_kib("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_memory_descriptors_and_cpu() {
+        let me = std::process::id();
+        let usage = usage(me).unwrap();
+        assert!(usage.pss_kib > 0);
+        assert!(usage.fds >= 3);
+        assert!(usage.processes >= 1);
+        assert!(tree(me).contains(&me));
+        assert!(cpu_seconds(me) >= 0.0);
+    }
+}
