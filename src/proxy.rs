@@ -230,9 +230,10 @@ impl Proxy {
 
         match (resolver, target_tls) {
             (Some(resolver), Some(target_tls)) if errors.is_empty() => {
-                let ws_config = WebSocketConfig::default()
-                    .max_message_size(Some(settings.ws_max_message_size))
-                    .max_frame_size(Some(settings.ws_max_frame_size));
+                let ws_config = crate::relay::websocket_config(
+                    settings.ws_max_message_size,
+                    settings.ws_max_frame_size,
+                );
                 Ok((
                     Proxy {
                         settings: Arc::new(settings),

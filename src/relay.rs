@@ -9,10 +9,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{self, Message};
 use hyper_tungstenite::WebSocketStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,12 +24,38 @@ use tracing::debug;
 use crate::registry::Counters;
 use crate::resume::{Control, Retained};
 
-/// Bytes read from the target per message: large enough for a framebuffer update to cross in
-/// a few messages, small enough that thousands of sessions stay cheap.
+/// Most bytes read from the target per message: a framebuffer update crosses in a few
+/// messages. Reads start at [`IDLE_CHUNK`] and double while the target keeps filling them.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Stream bytes from the browser between two acknowledgements in resumable sessions.
 const ACK_EVERY: u64 = 32 * 1024;
+
+/// The first read of a session and of every burst: an idle console holds no more than this
+/// (thousands of sessions must stay cheap), and a larger buffer left by a burst is released.
+const IDLE_CHUNK: usize = 4 * 1024;
+
+/// tungstenite's read buffer, allocated for every session and zero-filled before each read:
+/// its default (128 KiB) alone would cost 1.2 GB for 9,000 idle consoles. Browser-to-target
+/// traffic (keys, pointer, the odd clipboard) is small; larger frames still arrive whole, in
+/// reads of this size.
+const WS_READ_BUFFER: usize = 8 * 1024;
+
+/// Cap on bytes queued towards the browser. The relay waits for each flush before reading the
+/// target again, so the queue never holds more than one message; this is a guard, not a
+/// working size.
+const WS_MAX_WRITE_BUFFER: usize = 4 * READ_CHUNK;
+
+/// The WebSocket buffers and limits every session uses; the limits bound what the browser
+/// may send (`WS_MAX_MESSAGE_SIZE`, `WS_MAX_FRAME_SIZE`).
+pub fn websocket_config(max_message_size: usize, max_frame_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_frame_size))
+}
 
 /// How long to wait for the browser's close reply or the last flush before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -222,12 +248,14 @@ where
     };
 
     let target_to_client = async {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = BytesMut::new();
+        let mut want = IDLE_CHUNK;
         let has_room = || retained.is_none_or(Retained::has_room);
         loop {
-            buf.reserve(READ_CHUNK);
+            buf.reserve(want);
             tokio::select! {
-                read = target_rx.read_buf(&mut buf), if has_room() => match read {
+                read = async { target_rx.read_buf(&mut (&mut buf).limit(want)).await },
+                    if has_room() => match read {
                     Ok(0) => return ClosedBy::Target,
                     Ok(n) => {
                         let chunk = buf.split().freeze();
@@ -241,6 +269,10 @@ where
                             return ClosedBy::ClientGone(client_error(&e));
                         }
                         touch();
+                        want = next_chunk(want, n);
+                        if want == IDLE_CHUNK && buf.capacity() > IDLE_CHUNK {
+                            buf = BytesMut::new();
+                        }
                     }
                     Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
                 },
@@ -398,6 +430,18 @@ fn client_failure(error: tungstenite::Error) -> ClosedBy {
     }
 }
 
+/// The next read size: double after a full read (the target has more ready), back to
+/// [`IDLE_CHUNK`] after a short one (the burst is over).
+fn next_chunk(chunk: usize, read: usize) -> usize {
+    if read >= chunk {
+        (chunk * 2).min(READ_CHUNK)
+    } else if read < chunk / 2 {
+        IDLE_CHUNK
+    } else {
+        chunk
+    }
+}
+
 fn client_error(error: &tungstenite::Error) -> String {
     match error {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
@@ -405,5 +449,19 @@ fn client_error(error: &tungstenite::Error) -> String {
         }
         tungstenite::Error::Io(e) => format!("i/o: {e}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grow_while_full_and_fall_back_after_a_short_one() {
+        assert_eq!(next_chunk(IDLE_CHUNK, IDLE_CHUNK), 2 * IDLE_CHUNK);
+        assert_eq!(next_chunk(READ_CHUNK, READ_CHUNK), READ_CHUNK);
+        assert_eq!(next_chunk(READ_CHUNK, READ_CHUNK * 3 / 4), READ_CHUNK);
+        assert_eq!(next_chunk(READ_CHUNK, 100), IDLE_CHUNK);
+        assert_eq!(next_chunk(IDLE_CHUNK, 1), IDLE_CHUNK);
     }
 }

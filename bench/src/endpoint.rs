@@ -106,11 +106,7 @@ impl Client {
         }
         let name = rustls::pki_types::ServerName::try_from("localhost")
             .map_err(|e| OpenError::Tls(std::io::Error::other(e)))?;
-        let stream = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(OpenError::Tls)?;
+        let stream = self.tls.connect(name, tcp).await.map_err(OpenError::Tls)?;
         Ok(Box::new(stream))
     }
 
@@ -175,12 +171,11 @@ impl TicketPool {
         per_mode: usize,
         lifetime: TimeDelta,
     ) -> Result<TicketPool, SetupError> {
-        let signer = TicketSigner::from_pem(&read(key)?, &read(cert)?).map_err(|e| {
-            SetupError::Pki {
+        let signer =
+            TicketSigner::from_pem(&read(key)?, &read(cert)?).map_err(|e| SetupError::Pki {
                 path: key.display().to_string(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let valid_from = Utc::now() - TimeDelta::seconds(5);
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let by_mode = Mode::ALL

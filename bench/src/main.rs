@@ -22,7 +22,10 @@ use crate::proxies::Programs;
 use crate::report::{Figure, CONSOLEGATE_WS, CONSOLEGATE_WSS};
 
 #[derive(Parser)]
-#[command(name = "consolegate-bench", about = "Benchmark consolegate against raw loopback, websockify and websocat")]
+#[command(
+    name = "consolegate-bench",
+    about = "Benchmark consolegate against raw loopback, websockify and websocat"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,6 +92,9 @@ struct RunArgs {
     /// A line for the report's header (versions, commit); repeatable.
     #[arg(long = "header")]
     header: Vec<String>,
+    /// Only these groups of figures: down, up, rtt, setup, hold (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Write the Markdown report here as well as to standard output.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -190,6 +196,7 @@ async fn run_command(args: RunArgs, fd_limit: u64) -> ExitCode {
         profile: profile.clone(),
         tickets_per_mode,
         consolegate_config: args.consolegate_config.join("\n"),
+        only: args.only.clone(),
     };
     let results = match run::run(options).await {
         Ok(results) => results,
@@ -238,7 +245,11 @@ fn smoke_verdict(results: &report::Results, profile: &Profile) -> ExitCode {
     }
     for (figure, subject) in figures {
         if results.median(figure, subject).is_none() {
-            missing.push(format!("{} ({})", figure.label(), report::SUBJECTS[subject]));
+            missing.push(format!(
+                "{} ({})",
+                figure.label(),
+                report::SUBJECTS[subject]
+            ));
         }
     }
     if missing.is_empty() {

@@ -357,7 +357,10 @@ pub async fn setup_rate(
                     }
                     Err(_) => {
                         failures.fetch_add(1, Ordering::Relaxed);
-                        record(&first_failure, format!("session took over {STEP_TIMEOUT:?}"));
+                        record(
+                            &first_failure,
+                            format!("session took over {STEP_TIMEOUT:?}"),
+                        );
                     }
                 }
             }
@@ -445,7 +448,10 @@ pub async fn hold(
                 Ok(conn) => conn,
                 Err(e) => {
                     if failures.fetch_add(1, Ordering::Relaxed) + 1 >= 100 {
-                        record(&stop_reason, format!("100 sessions failed to open, e.g. {e}"));
+                        record(
+                            &stop_reason,
+                            format!("100 sessions failed to open, e.g. {e}"),
+                        );
                         stopping.store(true, Ordering::Relaxed);
                     }
                     return false;

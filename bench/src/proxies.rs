@@ -212,9 +212,13 @@ pub fn start_consolegate(
 ) -> Result<(Processes, SocketAddr), StartError> {
     let port = free_port()?;
     let pki = programs.pki.display();
+    // Every benchmark session comes from 127.0.0.1, so the per-client cap (there to stop one
+    // address starving the others) is lifted to the most this machine can hold; all other
+    // settings are the defaults an operator gets.
     let config = format!(
         "PROXY_HOST=127.0.0.1\nPROXY_PORT={port}\nSSL_CERTIFICATE={pki}/proxy.pem\n\
-         SSL_KEY={pki}/proxy.key\nCERT_FOR_DATA_VERIFICATION={pki}/engine.pem\n{extra_config}\n"
+         SSL_KEY={pki}/proxy.key\nCERT_FOR_DATA_VERIFICATION={pki}/engine.pem\n\
+         MAX_SESSIONS=20000\nMAX_SESSIONS_PER_CLIENT=20000\n{extra_config}\n"
     );
     let path = programs.workdir.join("consolegate.conf");
     std::fs::write(&path, config).map_err(|source| StartError::Write {

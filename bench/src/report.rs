@@ -259,8 +259,7 @@ impl Results {
             let _ = writeln!(out, "| figure | {} |", names.join(" | "));
             let _ = writeln!(out, "|---{}|", "|---:".repeat(columns.len()));
             for row in &self.rows {
-                let Some(base) = median(&row.cells[reference].samples).filter(|b| *b != 0.0)
-                else {
+                let Some(base) = median(&row.cells[reference].samples).filter(|b| *b != 0.0) else {
                     continue;
                 };
                 let cells: Vec<String> = columns
@@ -318,8 +317,16 @@ impl Results {
             Some(self.median(figure, subject)? / self.median(figure, RAW)?)
         };
         for (figure, want, what) in [
-            (Figure::DownOne, 0.8, "throughput target→browser, 1 session >= 0.8x loopback"),
-            (Figure::UpOne, 0.7, "throughput browser→target, 1 session >= 0.7x loopback"),
+            (
+                Figure::DownOne,
+                0.8,
+                "throughput target→browser, 1 session >= 0.8x loopback",
+            ),
+            (
+                Figure::UpOne,
+                0.7,
+                "throughput browser→target, 1 session >= 0.7x loopback",
+            ),
         ] {
             let got = ratio(figure, ws);
             rows.push((
@@ -333,17 +340,26 @@ impl Results {
         rows.push((
             "round trip 64 B p50 <= max(loopback + 20 µs, 1.5x loopback)".to_owned(),
             match (rtt, raw_rtt) {
-                (Some(r), Some(b)) => format!(
-                    "{r:.1} µs vs limit {:.1} µs",
-                    (b + 20.0).max(1.5 * b)
-                ),
+                (Some(r), Some(b)) => {
+                    format!("{r:.1} µs vs limit {:.1} µs", (b + 20.0).max(1.5 * b))
+                }
                 _ => "n/a".into(),
             },
             rtt.zip(raw_rtt).map(|(r, b)| r <= (b + 20.0).max(1.5 * b)),
         ));
         for (figure, subject, want, what) in [
-            (Figure::SetupWs, ws, 5000.0, "session setup rate ws:// >= 5,000/s"),
-            (Figure::SetupWss, CONSOLEGATE_WSS, 1000.0, "session setup rate wss:// >= 1,000/s"),
+            (
+                Figure::SetupWs,
+                ws,
+                5000.0,
+                "session setup rate ws:// >= 5,000/s",
+            ),
+            (
+                Figure::SetupWss,
+                CONSOLEGATE_WSS,
+                1000.0,
+                "session setup rate wss:// >= 1,000/s",
+            ),
         ] {
             let got = self.median(figure, subject);
             rows.push((
@@ -428,12 +444,20 @@ mod tests {
         results.note(Figure::UpOne, WEBSOCAT, "websocat not installed");
         let md = results.to_markdown("# test");
         assert!(md.contains("median of 3 runs"));
-        assert!(md.contains("| throughput target→browser, 1 session (MB/s) | 1,100 | 500 | n/a[1] | 900 | — |"), "{md}");
+        assert!(
+            md.contains(
+                "| throughput target→browser, 1 session (MB/s) | 1,100 | 500 | n/a[1] | 900 | — |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("1. websocat not installed"));
         assert!(!md.contains("2. websocat"));
         // 900 / 1100 = 0.82: met; 900 / 500 = 1.80x websockify.
         assert!(md.contains("| 0.82x | met |"), "{md}");
-        assert!(md.contains("| throughput target→browser, 1 session (MB/s) | n/a | 1.80x | n/a |"), "{md}");
+        assert!(
+            md.contains("| throughput target→browser, 1 session (MB/s) | n/a | 1.80x | n/a |"),
+            "{md}"
+        );
         assert!(md.contains("ahead of websockify and websocat on every figure"));
     }
 

@@ -45,6 +45,14 @@ pub struct Options {
     pub tickets_per_mode: usize,
     /// Extra `KEY=value` lines for consolegate's configuration.
     pub consolegate_config: String,
+    /// Only these groups of figures (down, up, rtt, setup, hold); empty: all.
+    pub only: Vec<String>,
+}
+
+impl Options {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 /// A subject that is up: how to reach it and which process serves each sink behaviour.
@@ -261,6 +269,9 @@ pub async fn run(options: Options) -> Result<Results, RunError> {
         eprintln!("bench: run {run} of {}", bench.options.runs);
         main_phase(&bench, &live, &mut results).await;
     }
+    if !bench.options.wants("hold") {
+        return Ok(results);
+    }
     drop(processes);
 
     // Hold phase: each subject freshly started, so "before" is its idle footprint.
@@ -284,13 +295,22 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
     let settle = || tokio::time::sleep(Duration::from_millis(200));
     for (subject, state) in live.iter().enumerate() {
         let Err(reason) = state else { continue };
-        for figure in [Figure::DownOne, Figure::UpOne, Figure::Rtt64P50, Figure::SetupWs] {
+        for figure in [
+            Figure::DownOne,
+            Figure::UpOne,
+            Figure::Rtt64P50,
+            Figure::SetupWs,
+        ] {
             results.note(figure, subject, format!("{}: {reason}", SUBJECTS[subject]));
         }
     }
     let up = |s: usize| live[s].as_ref().ok();
 
+    let wants = |group: &str| bench.options.wants(group);
     for (figure, sessions) in [(Figure::DownOne, 1), (Figure::DownSixteen, 16)] {
+        if !wants("down") {
+            break;
+        }
         for subject in 0..SUBJECTS.len() {
             let Some(l) = up(subject) else { continue };
             let pid = l.pid(Mode::Source);
@@ -307,14 +327,20 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
         }
     }
     for subject in 0..SUBJECTS.len() {
-        let Some(l) = up(subject) else { continue };
+        let Some(l) = up(subject).filter(|_| wants("up")) else {
+            continue;
+        };
         let pid = l.pid(Mode::Discard);
         match measure::throughput_up(client, &l.access, pid, UP_MESSAGE, profile).await {
             Ok(t) => {
                 results.sample(Figure::UpOne, subject, t.bytes_per_second / 1e6);
                 cpu_sample(results, Figure::CpuUp, subject, t.cpu_seconds_per_gb);
             }
-            Err(e) => results.note(Figure::UpOne, subject, format!("{}: {e}", SUBJECTS[subject])),
+            Err(e) => results.note(
+                Figure::UpOne,
+                subject,
+                format!("{}: {e}", SUBJECTS[subject]),
+            ),
         }
         settle().await;
     }
@@ -328,7 +354,9 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
         ),
     ] {
         for subject in 0..SUBJECTS.len() {
-            let Some(l) = up(subject) else { continue };
+            let Some(l) = up(subject).filter(|_| wants("rtt")) else {
+                continue;
+            };
             match measure::latency(client, &l.access, size, count).await {
                 Ok(latency) => {
                     results.sample(p50, subject, latency.p50_us);
@@ -340,7 +368,9 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
         }
     }
     for subject in 0..SUBJECTS.len() {
-        let Some(l) = up(subject) else { continue };
+        let Some(l) = up(subject).filter(|_| wants("setup")) else {
+            continue;
+        };
         let (ws, wss) = match subject {
             CONSOLEGATE_WSS => (None, Some(&l.access)),
             WEBSOCKIFY => (Some(&l.access), l.wss_access.as_ref()),
@@ -396,7 +426,11 @@ async fn hold_phase(bench: &Bench, subject: usize, count: usize, results: &mut R
     let (processes, live) = match bench.start(subject) {
         Ok(started) => started,
         Err(reason) => {
-            results.note(alive_figure, subject, format!("{}: {reason}", SUBJECTS[subject]));
+            results.note(
+                alive_figure,
+                subject,
+                format!("{}: {reason}", SUBJECTS[subject]),
+            );
             return;
         }
     };
@@ -405,7 +439,15 @@ async fn hold_phase(bench: &Bench, subject: usize, count: usize, results: &mut R
     };
     // Let the fresh process finish starting before its idle footprint is read.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    match measure::hold(&bench.client, &live.access, pid, count, &bench.options.profile).await {
+    match measure::hold(
+        &bench.client,
+        &live.access,
+        pid,
+        count,
+        &bench.options.profile,
+    )
+    .await
+    {
         Ok(hold) => {
             results.sample(alive_figure, subject, hold.alive as f64);
             results.sample(
