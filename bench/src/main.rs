@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the benchmark and print (or write) the Markdown report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The target server: prints its ports, serves until standard input closes.
     Sink {
         /// Exit after this many seconds even if standard input stays open.
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run(args) => runtime.block_on(run_command(args, fd_limit)),
+        Command::Run(args) => runtime.block_on(run_command(*args, fd_limit)),
     }
 }
 

@@ -506,6 +506,42 @@ pub async fn hold(
     })
 }
 
+/// Memory under backpressure: `sessions` browsers open the source behaviour (a target that
+/// writes as fast as it may) and never read. A relay with end-to-end backpressure stops
+/// reading the target once the socket buffers are full, so its memory stops growing.
+#[derive(Debug, Clone, Copy)]
+pub struct Stalled {
+    /// PSS added per stalled session once the buffers have filled (after one second).
+    pub per_session_kib: f64,
+    /// Further growth of the whole subject over the next `hold` seconds: zero when bounded.
+    pub growth_kib: f64,
+}
+
+/// # Errors
+/// A session could not be opened or the subject died.
+pub async fn stalled(
+    client: &Client,
+    access: &Access,
+    pid: u32,
+    sessions: usize,
+    hold: Duration,
+) -> Result<Stalled, String> {
+    let before = procstat::usage(pid).map_err(|e| format!("subject is gone: {e}"))?;
+    let mut conns = Vec::new();
+    for _ in 0..sessions {
+        conns.push(open(client, access, Mode::Source).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let filled = procstat::usage(pid).map_err(|e| format!("subject died: {e}"))?;
+    tokio::time::sleep(hold).await;
+    let later = procstat::usage(pid).map_err(|e| format!("subject died: {e}"))?;
+    drop(conns);
+    Ok(Stalled {
+        per_session_kib: (filled.pss_kib as f64 - before.pss_kib as f64) / sessions as f64,
+        growth_kib: later.pss_kib as f64 - filled.pss_kib as f64,
+    })
+}
+
 fn over_memory(pid: u32, profile: &Profile) -> Option<String> {
     if let Ok(usage) = procstat::usage(pid) {
         if usage.pss_kib > profile.memory_cap_kib {

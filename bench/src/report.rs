@@ -40,6 +40,8 @@ pub enum Figure {
     SetupWss,
     CpuDown,
     CpuUp,
+    StalledPerSession,
+    StalledGrowth,
     HeldAlive(usize),
     PssBefore(usize),
     PssHolding(usize),
@@ -61,6 +63,12 @@ impl Figure {
             Figure::SetupWss => "session setup rate, wss:// (sessions/s)".into(),
             Figure::CpuDown => "CPU per GB relayed, target→browser (s)".into(),
             Figure::CpuUp => "CPU per GB relayed, browser→target (s)".into(),
+            Figure::StalledPerSession => {
+                "PSS per session, 16 browsers not reading a flooding target (KiB)".into()
+            }
+            Figure::StalledGrowth => {
+                "further PSS growth of those 16 over the next seconds (KiB)".into()
+            }
             Figure::HeldAlive(n) => format!("idle sessions alive after the hold, of {}", group(n)),
             Figure::PssBefore(n) => format!("PSS before opening {} (MiB)", group(n)),
             Figure::PssHolding(n) => format!("PSS holding {} (MiB)", group(n)),
@@ -83,9 +91,10 @@ impl Figure {
             | Figure::Rtt64kP99
             | Figure::CpuDown
             | Figure::CpuUp
+            | Figure::StalledPerSession
             | Figure::PssHolding(_)
             | Figure::PssPerSession(_) => Better::Lower,
-            Figure::PssBefore(_) | Figure::FdsHolding(_) => Better::Neither,
+            Figure::PssBefore(_) | Figure::FdsHolding(_) | Figure::StalledGrowth => Better::Neither,
         }
     }
 
@@ -93,7 +102,9 @@ impl Figure {
         match self {
             Figure::CpuDown | Figure::CpuUp => format!("{value:.2}"),
             Figure::PssBefore(_) | Figure::PssHolding(_) => format!("{value:.1}"),
-            Figure::PssPerSession(_) => format!("{value:.1}"),
+            Figure::PssPerSession(_) | Figure::StalledPerSession | Figure::StalledGrowth => {
+                format!("{value:.1}")
+            }
             _ if value.abs() >= 100.0 => group(value.round() as usize),
             _ => format!("{value:.1}"),
         }
@@ -368,6 +379,12 @@ impl Results {
                 got.map(|v| v >= want),
             ));
         }
+        let growth = self.median(Figure::StalledGrowth, ws);
+        rows.push((
+            "memory bounded when browsers are slower than the target (growth <= 1 MiB)".to_owned(),
+            growth.map_or("n/a".into(), |g| format!("{g:.0} KiB")),
+            growth.map(|g| g <= 1024.0),
+        ));
         let most = self
             .rows
             .iter()

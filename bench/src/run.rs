@@ -15,6 +15,9 @@ use crate::report::{
 };
 use crate::sink::{Mode, SinkPorts};
 
+/// Browsers that stop reading in the backpressure test.
+const STALLED_SESSIONS: usize = 16;
+
 /// Size of each message in the browser-to-target test: large enough for bulk transfer, and
 /// within websocat's default 64 KiB message buffer (a 64 KiB payload plus header is not).
 const UP_MESSAGE: usize = 32 * 1024;
@@ -157,6 +160,11 @@ impl Bench {
     }
 }
 
+/// A subject's column name.
+fn name(subject: usize) -> &'static str {
+    SUBJECTS[subject]
+}
+
 fn missing(reason: &Option<String>) -> String {
     reason.clone().unwrap_or_else(|| "not installed".into())
 }
@@ -175,6 +183,8 @@ fn declare(results: &mut Results, hold_counts: &[usize]) {
         Figure::SetupWss,
         Figure::CpuDown,
         Figure::CpuUp,
+        Figure::StalledPerSession,
+        Figure::StalledGrowth,
     ] {
         results.declare(figure);
     }
@@ -260,7 +270,7 @@ pub async fn run(options: Options) -> Result<Results, RunError> {
                 live.push(Ok(subject_live));
             }
             Err(reason) => {
-                eprintln!("bench: {} unavailable: {reason}", SUBJECTS[subject]);
+                eprintln!("bench: {} unavailable: {reason}", name(subject));
                 live.push(Err(reason));
             }
         }
@@ -276,11 +286,15 @@ pub async fn run(options: Options) -> Result<Results, RunError> {
 
     // Hold phase: each subject freshly started, so "before" is its idle footprint.
     for run in 1..=bench.options.runs {
+        for subject in [WEBSOCKIFY, WEBSOCAT, CONSOLEGATE_WS, CONSOLEGATE_WSS] {
+            eprintln!("bench: run {run}: 16 stalled browsers on {}", name(subject));
+            stall_phase(&bench, subject, &mut results).await;
+        }
         for &count in &profile.hold_counts {
             for subject in [WEBSOCKIFY, WEBSOCAT, CONSOLEGATE_WS, CONSOLEGATE_WSS] {
                 eprintln!(
                     "bench: run {run}: holding {count} idle sessions on {}",
-                    SUBJECTS[subject]
+                    name(subject)
                 );
                 hold_phase(&bench, subject, count, &mut results).await;
             }
@@ -301,7 +315,7 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
             Figure::Rtt64P50,
             Figure::SetupWs,
         ] {
-            results.note(figure, subject, format!("{}: {reason}", SUBJECTS[subject]));
+            results.note(figure, subject, format!("{}: {reason}", name(subject)));
         }
     }
     let up = |s: usize| live[s].as_ref().ok();
@@ -321,7 +335,7 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                         cpu_sample(results, Figure::CpuDown, subject, t.cpu_seconds_per_gb);
                     }
                 }
-                Err(e) => results.note(figure, subject, format!("{}: {e}", SUBJECTS[subject])),
+                Err(e) => results.note(figure, subject, format!("{}: {e}", name(subject))),
             }
             settle().await;
         }
@@ -336,11 +350,7 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                 results.sample(Figure::UpOne, subject, t.bytes_per_second / 1e6);
                 cpu_sample(results, Figure::CpuUp, subject, t.cpu_seconds_per_gb);
             }
-            Err(e) => results.note(
-                Figure::UpOne,
-                subject,
-                format!("{}: {e}", SUBJECTS[subject]),
-            ),
+            Err(e) => results.note(Figure::UpOne, subject, format!("{}: {e}", name(subject))),
         }
         settle().await;
     }
@@ -362,7 +372,7 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                     results.sample(p50, subject, latency.p50_us);
                     results.sample(p99, subject, latency.p99_us);
                 }
-                Err(e) => results.note(p50, subject, format!("{}: {e}", SUBJECTS[subject])),
+                Err(e) => results.note(p50, subject, format!("{}: {e}", name(subject))),
             }
             settle().await;
         }
@@ -395,12 +405,12 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                             subject,
                             format!(
                                 "{}: sessions failed during the setup test (e.g. {first})",
-                                SUBJECTS[subject]
+                                name(subject)
                             ),
                         );
                     }
                 }
-                Err(e) => results.note(figure, subject, format!("{}: {e}", SUBJECTS[subject])),
+                Err(e) => results.note(figure, subject, format!("{}: {e}", name(subject))),
             }
             settle().await;
         }
@@ -416,9 +426,42 @@ fn cpu_sample(results: &mut Results, figure: Figure, subject: usize, value: Opti
         None => results.note(
             figure,
             subject,
-            format!("{}: no CPU reading", SUBJECTS[subject]),
+            format!("{}: no CPU reading", name(subject)),
         ),
     }
+}
+
+/// Backpressure on a freshly started subject: memory with browsers that stop reading.
+async fn stall_phase(bench: &Bench, subject: usize, results: &mut Results) {
+    let (processes, live) = match bench.start(subject) {
+        Ok(started) => started,
+        Err(reason) => {
+            let note = format!("{}: {reason}", name(subject));
+            return results.note(Figure::StalledPerSession, subject, note);
+        }
+    };
+    let Some(pid) = live.pid(Mode::Source) else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stall = if bench.options.profile.hold_time < Duration::from_secs(3) {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(3)
+    };
+    match measure::stalled(&bench.client, &live.access, pid, STALLED_SESSIONS, stall).await {
+        Ok(s) => {
+            results.sample(Figure::StalledPerSession, subject, s.per_session_kib);
+            results.sample(Figure::StalledGrowth, subject, s.growth_kib);
+        }
+        Err(e) => results.note(
+            Figure::StalledPerSession,
+            subject,
+            format!("{}: {e}", name(subject)),
+        ),
+    }
+    drop(processes);
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 async fn hold_phase(bench: &Bench, subject: usize, count: usize, results: &mut Results) {
@@ -429,7 +472,7 @@ async fn hold_phase(bench: &Bench, subject: usize, count: usize, results: &mut R
             results.note(
                 alive_figure,
                 subject,
-                format!("{}: {reason}", SUBJECTS[subject]),
+                format!("{}: {reason}", name(subject)),
             );
             return;
         }
@@ -470,7 +513,7 @@ async fn hold_phase(bench: &Bench, subject: usize, count: usize, results: &mut R
                     subject,
                     format!(
                         "{}: opened {} of {} ({}); per-session memory is over those opened",
-                        SUBJECTS[subject],
+                        name(subject),
                         hold.opened,
                         hold.wanted,
                         hold.stopped.as_deref().unwrap_or("failures")
@@ -483,12 +526,13 @@ async fn hold_phase(bench: &Bench, subject: usize, count: usize, results: &mut R
                     subject,
                     format!(
                         "{}: {} processes while holding {count} (one per session)",
-                        SUBJECTS[subject], hold.holding.processes
+                        name(subject),
+                        hold.holding.processes
                     ),
                 );
             }
         }
-        Err(e) => results.note(alive_figure, subject, format!("{}: {e}", SUBJECTS[subject])),
+        Err(e) => results.note(alive_figure, subject, format!("{}: {e}", name(subject))),
     }
     drop(processes);
     // Let the closed sessions' sockets drain before the next subject starts.

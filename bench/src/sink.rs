@@ -118,7 +118,7 @@ pub async fn run(lifetime: Duration) -> io::Result<()> {
     let stdin_closed = async {
         let mut line = String::new();
         let mut stdin = BufReader::new(tokio::io::stdin());
-        while stdin.read_line(&mut line).await.map_or(false, |n| n > 0) {
+        while stdin.read_line(&mut line).await.is_ok_and(|n| n > 0) {
             line.clear();
         }
     };
