@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{self, Message};
@@ -32,18 +32,24 @@ const READ_CHUNK: usize = 64 * 1024;
 const ACK_EVERY: u64 = 32 * 1024;
 
 /// The first read of a session and of every burst: an idle console holds no more than this
-/// (thousands of sessions must stay cheap), and a larger buffer left by a burst is released.
-const IDLE_CHUNK: usize = 4 * 1024;
+/// (thousands of sessions must stay cheap).
+const IDLE_CHUNK: usize = 1024;
+
+/// Largest message sent to the browser. tungstenite keeps its write buffer at the size of the
+/// largest frame it ever sent, for the rest of the session: frames of 64 KiB would cost every
+/// console that once showed a screen 64 KiB while idle. One read is sent as several frames
+/// and flushed once.
+const FRAME_TO_CLIENT: usize = 16 * 1024;
 
 /// tungstenite's read buffer, allocated for every session and zero-filled before each read:
 /// its default (128 KiB) alone would cost 1.2 GB for 9,000 idle consoles. Browser-to-target
 /// traffic (keys, pointer, the odd clipboard) is small; larger frames still arrive whole, in
 /// reads of this size.
-const WS_READ_BUFFER: usize = 8 * 1024;
+const WS_READ_BUFFER: usize = 4 * 1024;
 
-/// Cap on bytes queued towards the browser. The relay waits for each flush before reading the
-/// target again, so the queue never holds more than one message; this is a guard, not a
-/// working size.
+/// Cap on bytes queued towards the browser. The relay waits for each frame to be accepted
+/// and for the flush before reading the target again, so the queue never holds more than one
+/// read; this is a guard, not a working size.
 const WS_MAX_WRITE_BUFFER: usize = 4 * READ_CHUNK;
 
 /// The WebSocket buffers and limits every session uses; the limits bound what the browser
@@ -258,21 +264,20 @@ where
                     if has_room() => match read {
                     Ok(0) => return ClosedBy::Target,
                     Ok(n) => {
-                        let chunk = buf.split().freeze();
+                        // The whole buffer goes: nothing is held while the browser is slow
+                        // or the console is idle.
+                        let chunk = std::mem::take(&mut buf).freeze();
                         // Kept and counted before the send: if the browser vanishes during
                         // it, the chunk is sent again after a re-attach.
                         if let Some(retained) = retained {
                             retained.keep(chunk.clone());
                         }
                         counters.to_client.fetch_add(n as u64, Ordering::Relaxed);
-                        if let Err(e) = ws_tx.send(Message::Binary(chunk)).await {
+                        if let Err(e) = send_binary(&mut ws_tx, chunk).await {
                             return ClosedBy::ClientGone(client_error(&e));
                         }
                         touch();
                         want = next_chunk(want, n);
-                        if want == IDLE_CHUNK && buf.capacity() > IDLE_CHUNK {
-                            buf = BytesMut::new();
-                        }
                     }
                     Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
                 },
@@ -428,6 +433,20 @@ fn client_failure(error: tungstenite::Error) -> ClosedBy {
         tungstenite::Error::Utf8(_) => ClosedBy::ClientSentText,
         other => ClosedBy::ClientGone(client_error(&other)),
     }
+}
+
+/// Sends `data` as binary messages of at most [`FRAME_TO_CLIENT`] bytes, then flushes.
+async fn send_binary<W>(ws_tx: &mut W, data: Bytes) -> Result<(), tungstenite::Error>
+where
+    W: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + FRAME_TO_CLIENT).min(data.len());
+        ws_tx.feed(Message::Binary(data.slice(start..end))).await?;
+        start = end;
+    }
+    ws_tx.flush().await
 }
 
 /// The next read size: double after a full read (the target has more ready), back to

@@ -48,11 +48,7 @@ pub enum Access {
     /// websockify in token-file mode: `/?token=<mode>`.
     Websockify { addr: SocketAddr, tls: bool },
     /// One websocat per sink behaviour.
-    Websocat {
-        source: SocketAddr,
-        discard: SocketAddr,
-        echo: SocketAddr,
-    },
+    Websocat(Vec<(Mode, SocketAddr)>),
     /// consolegate with a signed ticket in the path.
     Consolegate {
         addr: SocketAddr,
@@ -122,16 +118,11 @@ impl Client {
                 let path = format!("/?token={}", mode.name());
                 Ok(Conn::websocket(stream, "localhost", &path, Some("binary"), seed).await?)
             }
-            Access::Websocat {
-                source,
-                discard,
-                echo,
-            } => {
-                let addr = match mode {
-                    Mode::Source => *source,
-                    Mode::Discard => *discard,
-                    Mode::Echo => *echo,
-                };
+            Access::Websocat(addrs) => {
+                let addr = addrs
+                    .iter()
+                    .find(|(m, _)| *m == mode)
+                    .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |(_, a)| *a);
                 let stream = self.stream(addr, false).await?;
                 Ok(Conn::websocket(stream, "localhost", "/", None, seed).await?)
             }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{Access, Client};
 use crate::procstat;
-use crate::sink::{Mode, ACK_EVERY};
+use crate::sink::{Mode, ACK_EVERY, GREETING};
 use crate::wire::Conn;
 
 /// Bound on any single step (open, one round trip) of a session.
@@ -379,7 +379,9 @@ pub async fn setup_rate(
     })
 }
 
-/// Opens `wanted` idle sessions to the echo behaviour (each proven with one echo), measures
+/// Opens `wanted` idle sessions to the console behaviour (each receives its first screen,
+/// [`GREETING`] bytes, and is proven with one echo, so every relay buffer has been used at its
+/// working size, as in a real console that went idle), measures
 /// the subject's memory and descriptors before and while holding them, holds them for
 /// `profile.hold_time` answering any pings as a browser would, then checks every one with
 /// another echo.
@@ -431,8 +433,13 @@ pub async fn hold(
         sessions.spawn(async move {
             let mut buf = [0u8; 512];
             let opening = async {
-                let mut conn = open(&client, &access, Mode::Echo).await?;
+                let mut conn = open(&client, &access, Mode::Console).await?;
                 tokio::time::timeout(STEP_TIMEOUT, async {
+                    let mut screen = vec![0u8; 64 * 1024];
+                    conn.recv_payload(GREETING, &mut screen)
+                        .await
+                        .map_err(|e| format!("first screen: {e}"))?;
+                    drop(screen);
                     conn.send(PROBE).await.map_err(|e| e.to_string())?;
                     conn.recv_payload(PROBE.len(), &mut buf)
                         .await

@@ -284,19 +284,12 @@ pub fn start_websockify(
     ))
 }
 
-/// Addresses of the three websocat instances, by sink behaviour.
-pub struct WebsocatAddrs {
-    pub source: SocketAddr,
-    pub discard: SocketAddr,
-    pub echo: SocketAddr,
-}
-
 /// One `websocat -b -E ws-l:HOST:PORT tcp:TARGET` per sink behaviour.
 pub fn start_websocat(
     programs: &Programs,
     program: &Path,
     sink: SinkPorts,
-) -> Result<(Processes, WebsocatAddrs), StartError> {
+) -> Result<(Processes, Vec<(Mode, SocketAddr)>), StartError> {
     let mut processes = Processes {
         children: Vec::new(),
     };
@@ -315,14 +308,7 @@ pub fn start_websocat(
         let ready = wait_ready(&mut child, addr, "websocat", &log.1);
         processes.children.push((Some(mode), child));
         ready?;
-        addrs.push(addr);
+        addrs.push((mode, addr));
     }
-    Ok((
-        processes,
-        WebsocatAddrs {
-            source: addrs[0],
-            discard: addrs[1],
-            echo: addrs[2],
-        },
-    ))
+    Ok((processes, addrs))
 }

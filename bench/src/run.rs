@@ -63,7 +63,7 @@ struct Live {
     access: Access,
     /// websockify's wss:// access for the wss:// setup-rate row.
     wss_access: Option<Access>,
-    pids: [Option<u32>; 3],
+    pids: [Option<u32>; 4],
 }
 
 impl Live {
@@ -75,7 +75,7 @@ impl Live {
     }
 }
 
-fn pids(processes: &Processes) -> [Option<u32>; 3] {
+fn pids(processes: &Processes) -> [Option<u32>; 4] {
     Mode::ALL.map(|m| processes.pid(m))
 }
 
@@ -97,7 +97,7 @@ impl Bench {
                 Live {
                     access: Access::Raw(self.sink),
                     wss_access: None,
-                    pids: [None; 3],
+                    pids: [None; 4],
                 },
             )),
             WEBSOCKIFY => {
@@ -128,11 +128,7 @@ impl Bench {
                 Ok((
                     Some(processes),
                     Live {
-                        access: Access::Websocat {
-                            source: addrs.source,
-                            discard: addrs.discard,
-                            echo: addrs.echo,
-                        },
+                        access: Access::Websocat(addrs),
                         wss_access: None,
                         pids,
                     },
@@ -477,7 +473,7 @@ async fn hold_phase(bench: &Bench, subject: usize, count: usize, results: &mut R
             return;
         }
     };
-    let Some(pid) = live.pid(Mode::Echo) else {
+    let Some(pid) = live.pid(Mode::Console) else {
         return;
     };
     // Let the fresh process finish starting before its idle footprint is read.

@@ -5,7 +5,9 @@
 //! - `source` writes as fast as the connection takes (the framebuffer direction);
 //! - `discard` reads and acknowledges every MiB received with one byte, so the client can
 //!   measure browser-to-target throughput in band, through the proxy;
-//! - `echo` sends back what it reads (latency, session setup, idle sessions).
+//! - `echo` sends back what it reads (latency, session setup);
+//! - `console` first sends [`GREETING`] bytes, as a VNC server sends its first framebuffer
+//!   update, then echoes: an idle console that has streamed once (idle sessions).
 
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -17,6 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Bytes per acknowledgement from the discard listener.
 pub const ACK_EVERY: u64 = 1 << 20;
+
+/// What the console listener sends first: every relay buffer reaches its working size, as
+/// it does for a real console's first screen, before the session goes idle.
+pub const GREETING: usize = 256 * 1024;
 
 /// Bytes per write from the source listener.
 const SOURCE_CHUNK: usize = 256 * 1024;
@@ -30,16 +36,18 @@ pub enum Mode {
     Source,
     Discard,
     Echo,
+    Console,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Source, Mode::Discard, Mode::Echo];
+    pub const ALL: [Mode; 4] = [Mode::Source, Mode::Discard, Mode::Echo, Mode::Console];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Source => "source",
             Mode::Discard => "discard",
             Mode::Echo => "echo",
+            Mode::Console => "console",
         }
     }
 }
@@ -56,6 +64,7 @@ pub struct SinkPorts {
     pub source: u16,
     pub discard: u16,
     pub echo: u16,
+    pub console: u16,
 }
 
 impl SinkPorts {
@@ -64,6 +73,7 @@ impl SinkPorts {
             Mode::Source => self.source,
             Mode::Discard => self.discard,
             Mode::Echo => self.echo,
+            Mode::Console => self.console,
         }
     }
 
@@ -74,14 +84,14 @@ impl SinkPorts {
     /// The line the sink prints once it listens.
     pub fn to_line(self) -> String {
         format!(
-            "sink source={} discard={} echo={}",
-            self.source, self.discard, self.echo
+            "sink source={} discard={} echo={} console={}",
+            self.source, self.discard, self.echo, self.console
         )
     }
 
     /// Parses [`SinkPorts::to_line`].
     pub fn parse_line(line: &str) -> Option<SinkPorts> {
-        let mut ports = [None; 3];
+        let mut ports = [None; 4];
         for word in line.strip_prefix("sink ")?.split_whitespace() {
             let (name, value) = word.split_once('=')?;
             let slot = Mode::ALL.iter().position(|m| m.name() == name)?;
@@ -91,6 +101,7 @@ impl SinkPorts {
             source: ports[0]?,
             discard: ports[1]?,
             echo: ports[2]?,
+            console: ports[3]?,
         })
     }
 }
@@ -110,6 +121,7 @@ pub async fn run(lifetime: Duration) -> io::Result<()> {
         source: port(0)?,
         discard: port(1)?,
         echo: port(2)?,
+        console: port(3)?,
     };
     println!("{}", ports.to_line());
     for (listener, mode) in listeners.into_iter().zip(Mode::ALL) {
@@ -146,6 +158,13 @@ async fn serve(stream: TcpStream, mode: Mode) -> io::Result<()> {
         Mode::Source => source(stream).await,
         Mode::Discard => discard(stream).await,
         Mode::Echo => echo(stream).await,
+        Mode::Console => {
+            let screen: Vec<u8> = (0..GREETING).map(|i| (i % 249) as u8).collect();
+            let mut stream = stream;
+            stream.write_all(&screen).await?;
+            drop(screen);
+            echo(stream).await
+        }
     }
 }
 
@@ -200,6 +219,7 @@ mod tests {
             source: 1,
             discard: 2,
             echo: 65535,
+            console: 4,
         };
         assert_eq!(SinkPorts::parse_line(&ports.to_line()), Some(ports));
         assert_eq!(SinkPorts::parse_line("sink source=1 echo=2"), None);
