@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod connect;
 pub mod health;

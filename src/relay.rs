@@ -38,8 +38,8 @@ const IDLE_CHUNK: usize = 1024;
 /// Largest message sent to the browser. tungstenite keeps its write buffer at the size of the
 /// largest frame it ever sent, for the rest of the session: frames of 64 KiB would cost every
 /// console that once showed a screen 64 KiB while idle. One read is sent as several frames
-/// and flushed once.
-const FRAME_TO_CLIENT: usize = 16 * 1024;
+/// and flushed once; [`crate::coalesce`] turns those frames back into one system call.
+pub const FRAME_TO_CLIENT: usize = 16 * 1024;
 
 /// tungstenite's read buffer, allocated for every session and zero-filled before each read:
 /// its default (128 KiB) alone would cost 1.2 GB for 9,000 idle consoles. Browser-to-target

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::coalesce::Coalesce;
 use crate::config::{ListenHost, Settings};
 use crate::connect;
 use crate::metrics::Dropped;
@@ -254,6 +255,8 @@ async fn serve_connection(
         warn!("plain connection refused: SSL_ONLY is set, use wss://");
         refuse_plain(stream).await;
     } else {
+        // Over TLS, rustls already gathers frames into records; plain TCP gets the same.
+        let stream = Coalesce::new(stream);
         serve_http(stream, client, false, deadline, context, proxy).await;
     }
 }
