@@ -233,7 +233,12 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
             Notifier::default()
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Named threads: `top -H` and profilers tell the proxy's workers from anything else.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("consolegate-io")
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             error!("cannot start the async runtime: {e}");

@@ -29,6 +29,7 @@ pub mod resume;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod splice;
 pub mod target;
 pub mod target_tls;
 pub mod ticket;

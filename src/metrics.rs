@@ -202,6 +202,7 @@ struct Snapshot {
     /// `(key, subject, not_after as Unix seconds)`.
     certificates: Vec<(&'static str, String, i64)>,
     dropped_log_lines: u64,
+    spliced: u64,
     ready: bool,
 }
 
@@ -236,6 +237,7 @@ impl Snapshot {
                 })
                 .collect(),
             dropped_log_lines: crate::logging::dropped_lines(),
+            spliced: crate::splice::spliced_bytes(),
             ready,
         }
     }
@@ -275,6 +277,12 @@ impl Collector for Snapshot {
             "consolegate_log_lines_dropped",
             "Log lines lost because their destination could not take them",
             self.dropped_log_lines,
+        )?;
+        counter(
+            &mut encoder,
+            "consolegate_spliced_bytes",
+            "Bytes relayed to ws:// browsers by the kernel without a copy (part of to_client)",
+            self.spliced,
         )?;
         gauge(
             &mut encoder,

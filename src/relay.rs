@@ -6,11 +6,12 @@
 //! has been written to the other, so a slow browser stalls the target, never memory.
 
 use std::fmt;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{self, Message};
@@ -23,6 +24,7 @@ use tracing::debug;
 
 use crate::registry::Counters;
 use crate::resume::{Control, Retained};
+use crate::splice::{self, SharedTcp, Splicer};
 
 /// Most bytes read from the target per message: a framebuffer update crosses in a few
 /// messages. Reads start at [`IDLE_CHUNK`] and double while the target keeps filling them.
@@ -34,6 +36,12 @@ const ACK_EVERY: u64 = 32 * 1024;
 /// The first read of a session and of every burst: an idle console holds no more than this
 /// (thousands of sessions must stay cheap).
 const IDLE_CHUNK: usize = 1024;
+
+/// Most bytes from the browser gathered into one write to the target.
+const BATCH_TO_TARGET: usize = 256 * 1024;
+
+/// A full read of this size means a burst: with a [`Splice`], the rest of it is spliced.
+const SPLICE_FROM: usize = 16 * 1024;
 
 /// Largest message sent to the browser. tungstenite keeps its write buffer at the size of the
 /// largest frame it ever sent, for the rest of the session: frames of 64 KiB would cost every
@@ -184,6 +192,7 @@ pub async fn run<S, T>(
     stop: &Stop,
     counters: &Counters,
     retained: Option<&Retained>,
+    splice: Option<&Splice>,
 ) -> Outcome<T>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -211,24 +220,48 @@ where
     let acked_to_client = AtomicU64::new(counters.to_target());
 
     let client_to_target = async {
-        while let Some(message) = ws_rx.next().await {
+        // A message read ahead while gathering a batch, handled next.
+        let mut pending: Option<Result<Message, tungstenite::Error>> = None;
+        let mut batch: Vec<Bytes> = Vec::new();
+        loop {
+            let message = match pending.take() {
+                Some(message) => message,
+                None => match ws_rx.next().await {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
             let now = now_ms();
             last_from_client.store(now, Ordering::Relaxed);
             last_frame.store(now, Ordering::Relaxed);
             match message {
                 Ok(Message::Binary(data)) => {
+                    // Messages the browser already sent go in the same write: one system
+                    // call and one wake-up of the target for all of them.
+                    let mut size = data.len();
+                    batch.push(data);
+                    let mut ended = false;
+                    while size < BATCH_TO_TARGET {
+                        match ws_rx.next().now_or_never() {
+                            Some(Some(Ok(Message::Binary(more)))) => {
+                                size += more.len();
+                                batch.push(more);
+                            }
+                            Some(Some(other)) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
                     // Counted as written, so that after a re-attach the browser resends from
                     // exactly the first byte the target did not get.
-                    let mut rest = &data[..];
-                    while !rest.is_empty() {
-                        match target_tx.write(rest).await {
-                            Ok(0) => return ClosedBy::TargetError("write: target closed".into()),
-                            Ok(n) => {
-                                counters.to_target.fetch_add(n as u64, Ordering::Relaxed);
-                                rest = &rest[n..];
-                            }
-                            Err(e) => return ClosedBy::TargetError(format!("write: {e}")),
-                        }
+                    if let Err(e) = write_batch(&mut target_tx, &mut batch, counters).await {
+                        return ClosedBy::TargetError(e);
                     }
                     touch();
                     if retained.is_some()
@@ -236,6 +269,9 @@ where
                             >= acked_to_client.load(Ordering::Relaxed) + ACK_EVERY
                     {
                         ack_now.notify_one();
+                    }
+                    if ended {
+                        break;
                     }
                 }
                 Ok(Message::Text(text)) => match (retained, Control::parse(&text)) {
@@ -256,14 +292,34 @@ where
     let target_to_client = async {
         let mut buf = BytesMut::new();
         let mut want = IDLE_CHUNK;
+        // Set while a burst goes through the kernel (see `crate::splice`).
+        let mut splicer: Option<Splicer> = None;
+        let splice = splice.filter(|_| retained.is_none());
         let has_room = || retained.is_none_or(Retained::has_room);
         loop {
-            buf.reserve(want);
             tokio::select! {
-                read = async { target_rx.read_buf(&mut (&mut buf).limit(want)).await },
+                read = read_target(&mut target_rx, &mut buf, want, splicer.as_mut().zip(splice)),
                     if has_room() => match read {
-                    Ok(0) => return ClosedBy::Target,
-                    Ok(n) => {
+                    Ok(Read::Closed) => return ClosedBy::Target,
+                    Ok(Read::Quiet) => {
+                        splicer = None;
+                        want = IDLE_CHUNK;
+                    }
+                    Ok(Read::Spliced(n)) => {
+                        counters.to_client.fetch_add(n as u64, Ordering::Relaxed);
+                        // Whatever the WebSocket layer queued goes first, whole.
+                        if let Err(e) = ws_tx.flush().await {
+                            return ClosedBy::ClientGone(client_error(&e));
+                        }
+                        let (Some(splicer), Some(splice)) = (splicer.as_mut(), splice) else {
+                            unreachable!("spliced without a splicer");
+                        };
+                        if let Err(e) = splicer.send_frame(&splice.browser).await {
+                            return ClosedBy::ClientGone(format!("i/o: {e}"));
+                        }
+                        touch();
+                    }
+                    Ok(Read::Copied(n)) => {
                         // The whole buffer goes: nothing is held while the browser is slow
                         // or the console is idle.
                         let chunk = std::mem::take(&mut buf).freeze();
@@ -277,6 +333,12 @@ where
                             return ClosedBy::ClientGone(client_error(&e));
                         }
                         touch();
+                        if splice.is_some() && n == want && want >= SPLICE_FROM {
+                            // A burst: the kernel carries it from here.
+                            splicer = Splicer::new()
+                                .inspect_err(|e| debug!("no pipe for zero-copy relaying: {e}"))
+                                .ok();
+                        }
                         want = next_chunk(want, n);
                     }
                     Err(e) => return ClosedBy::TargetError(format!("read: {e}")),
@@ -432,6 +494,70 @@ fn client_failure(error: tungstenite::Error) -> ClosedBy {
         // A text frame that is not even UTF-8: still a text frame.
         tungstenite::Error::Utf8(_) => ClosedBy::ClientSentText,
         other => ClosedBy::ClientGone(client_error(&other)),
+    }
+}
+
+/// Writes every message of `batch` to the target, counting bytes as they go; empties it.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    target_tx: &mut W,
+    batch: &mut Vec<Bytes>,
+    counters: &Counters,
+) -> Result<(), String> {
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match target_tx.write_vectored(rest).await {
+            Ok(0) => return Err("write: target closed".into()),
+            Ok(n) => {
+                counters.to_target.fetch_add(n as u64, Ordering::Relaxed);
+                IoSlice::advance_slices(&mut rest, n);
+            }
+            Err(e) => return Err(format!("write: {e}")),
+        }
+    }
+    drop(slices);
+    batch.clear();
+    Ok(())
+}
+
+/// A plain browser connection and a plain target: target bytes may be spliced.
+#[derive(Debug, Clone)]
+pub struct Splice {
+    pub browser: SharedTcp,
+    pub target: SharedTcp,
+}
+
+/// What one read from the target gave.
+enum Read {
+    /// Copied into the read buffer.
+    Copied(usize),
+    /// Moved into the splicer's pipe.
+    Spliced(usize),
+    /// The splicer waited [`splice::QUIET`] for nothing: the burst is over.
+    Quiet,
+    /// The target closed its side.
+    Closed,
+}
+
+/// The next read from the target: spliced during a burst, else copied into `buf`.
+async fn read_target<R: AsyncRead + Unpin>(
+    target_rx: &mut R,
+    buf: &mut BytesMut,
+    want: usize,
+    splicing: Option<(&mut Splicer, &Splice)>,
+) -> std::io::Result<Read> {
+    if let Some((splicer, splice)) = splicing {
+        return match tokio::time::timeout(splice::QUIET, splicer.fill(splice.target.tcp())).await {
+            Err(_) => Ok(Read::Quiet),
+            Ok(Ok(0)) => Ok(Read::Closed),
+            Ok(Ok(n)) => Ok(Read::Spliced(n)),
+            Ok(Err(e)) => Err(e),
+        };
+    }
+    buf.reserve(want);
+    match target_rx.read_buf(&mut buf.limit(want)).await? {
+        0 => Ok(Read::Closed),
+        n => Ok(Read::Copied(n)),
     }
 }
 

@@ -31,6 +31,7 @@ use crate::config::{ListenHost, Settings};
 use crate::connect;
 use crate::metrics::Dropped;
 use crate::proxy::{Proxy, Shared};
+use crate::splice::SharedTcp;
 use crate::{proxy_protocol, resume, session};
 
 /// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
@@ -247,7 +248,7 @@ async fn serve_connection(
             }
             Ok(Ok(tls)) => {
                 metrics.tls_handshake_done(started.elapsed());
-                serve_http(tls, client, true, deadline, context, proxy).await;
+                serve_http(tls, client, None, deadline, context, proxy).await;
             }
         }
     } else if settings.ssl_only {
@@ -255,9 +256,11 @@ async fn serve_connection(
         warn!("plain connection refused: SSL_ONLY is set, use wss://");
         refuse_plain(stream).await;
     } else {
+        // Shared with the session, which may splice target bytes straight into it.
+        let socket = SharedTcp::new(stream);
         // Over TLS, rustls already gathers frames into records; plain TCP gets the same.
-        let stream = Coalesce::new(stream);
-        serve_http(stream, client, false, deadline, context, proxy).await;
+        let stream = Coalesce::new(socket.clone());
+        serve_http(stream, client, Some(socket), deadline, context, proxy).await;
     }
 }
 
@@ -287,7 +290,7 @@ async fn refuse_plain(mut stream: TcpStream) {
 async fn serve_http<I>(
     io: I,
     peer: SocketAddr,
-    tls: bool,
+    plain: Option<SharedTcp>,
     deadline: Instant,
     context: &Arc<Context>,
     proxy: &Arc<Proxy>,
@@ -296,8 +299,12 @@ async fn serve_http<I>(
 {
     let (service_context, service_proxy) = (context.clone(), proxy.clone());
     let service = service_fn(move |request| {
-        let (context, proxy) = (service_context.clone(), service_proxy.clone());
-        async move { Ok::<_, Infallible>(handle_request(request, peer, tls, &context, &proxy).await) }
+        let (context, proxy, plain) = (
+            service_context.clone(),
+            service_proxy.clone(),
+            plain.clone(),
+        );
+        async move { Ok::<_, Infallible>(handle_request(request, peer, plain, &context, &proxy).await) }
     });
     let header_timeout = deadline
         .saturating_duration_since(Instant::now())
@@ -324,7 +331,7 @@ async fn serve_http<I>(
 async fn handle_request(
     mut request: Request<Incoming>,
     peer: SocketAddr,
-    tls: bool,
+    socket: Option<SharedTcp>,
     context: &Arc<Context>,
     proxy: &Arc<Proxy>,
 ) -> Response<Full<Bytes>> {
@@ -355,7 +362,8 @@ async fn handle_request(
     let console = session::Console {
         request_id: request_id.clone(),
         client: peer,
-        tls,
+        tls: socket.is_none(),
+        plain: socket,
     };
     if session::credential(request.uri()) == resume::PATH {
         let parking = context.shared.parking.clone();

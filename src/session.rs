@@ -33,6 +33,7 @@ use crate::refusal::Refusal;
 use crate::registry::Counters;
 use crate::relay::ClosedBy;
 use crate::resume::{self, Control, Parking, Reattach, Retained};
+use crate::splice::SharedTcp;
 use crate::target::{ConsoleRequest, Target};
 use crate::vencrypt::{self, Negotiated};
 use crate::{connect, relay};
@@ -46,6 +47,8 @@ pub struct Console {
     pub request_id: String,
     pub client: SocketAddr,
     pub tls: bool,
+    /// The browser's socket on a plain (ws://) connection, for zero-copy relaying.
+    pub plain: Option<SharedTcp>,
 }
 
 /// A session whose target is connected and whose `101` is on its way to the browser.
@@ -351,6 +354,13 @@ impl Session {
                     detach: CancellationToken::new(),
                     ..stop.clone()
                 };
+                let splice = match (&console.plain, &target_stream) {
+                    (Some(browser), Either::Right(target)) => Some(relay::Splice {
+                        browser: browser.clone(),
+                        target: target.clone(),
+                    }),
+                    _ => None,
+                };
                 let relay = relay::run(
                     websocket,
                     target_stream,
@@ -358,6 +368,7 @@ impl Session {
                     &relay_stop,
                     counters,
                     retained.as_ref(),
+                    splice.as_ref(),
                 );
                 tokio::pin!(relay);
                 let mut early = None;
@@ -465,9 +476,9 @@ async fn secure_target(
     counters: &Counters,
     retained: Option<&Retained>,
     request_id: &str,
-) -> Result<Either<Box<TlsStream<TcpStream>>, TcpStream>, ClosedBy> {
+) -> Result<Either<Box<TlsStream<TcpStream>>, SharedTcp>, ClosedBy> {
     if !target.ssl_target {
-        return Ok(Either::Right(target_stream));
+        return Ok(Either::Right(SharedTcp::new(target_stream)));
     }
     let proxy = shared.current();
     let metrics = &shared.metrics;
@@ -501,7 +512,7 @@ async fn secure_target(
         Ok(Negotiated::Passthrough(tcp, why)) => {
             metrics.vencrypt("passthrough");
             info!("ssl_target relayed as is, not encrypted by the proxy: {why}");
-            Ok(Either::Right(tcp))
+            Ok(Either::Right(SharedTcp::new(tcp)))
         }
         Err(e) => {
             metrics.vencrypt(e.step.label());

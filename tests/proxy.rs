@@ -363,9 +363,16 @@ async fn sigint_with_no_sessions_exits_at_once() {
 
 #[tokio::test]
 async fn a_browser_that_stops_reading_stalls_the_target_not_memory() {
+    // wss:// copies through user space; ws:// splices bursts through a pipe.
+    for tls in [true, false] {
+        stalls_the_target_not_memory(tls).await;
+    }
+}
+
+async fn stalls_the_target_not_memory(tls: bool) {
     let (flood, written) = flood_server().await;
     let proxy = ProxyProcess::start("");
-    let (mut client, _) = ws_connect(proxy.addr, true, &ticket_for(flood), Some("binary"))
+    let (mut client, _) = ws_connect(proxy.addr, tls, &ticket_for(flood), Some("binary"))
         .await
         .unwrap();
     // Read a little so the session is flowing, then stop reading for a while.
@@ -382,7 +389,7 @@ async fn a_browser_that_stops_reading_stalls_the_target_not_memory() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let later = written.load(std::sync::atomic::Ordering::SeqCst);
     let rss_after = rss_kib(proxy.pid());
-    eprintln!("stalled after {later} bytes from the target; proxy RSS {rss_before} KiB -> {rss_after} KiB");
+    eprintln!("tls={tls}: stalled after {later} bytes from the target; proxy RSS {rss_before} KiB -> {rss_after} KiB");
     // Only kernel socket buffers and one message in flight sit between the two sides.
     assert_eq!(
         stalled_at, later,
@@ -427,4 +434,71 @@ async fn refusals_before_the_upgrade_on_request() {
         502
     );
     assert_eq!(echo.connections(), 0);
+}
+
+/// A target that sends `data` as fast as the proxy takes it, then keeps the connection open.
+async fn source_server(data: Vec<u8>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        for chunk in data.chunks(64 * 1024) {
+            if stream.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn ws_bursts_go_through_the_kernel_intact_while_pings_cross_them() {
+    const TOTAL: usize = 48 * 1024 * 1024;
+    let screen = pattern(TOTAL, 0x5eed);
+    let target = source_server(screen.clone()).await;
+    let proxy = ProxyProcess::start("ADMIN_LISTEN=127.0.0.1:0");
+    let (client, _) = ws_connect(proxy.addr, false, &ticket_for(target), Some("binary"))
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = client.split();
+    let mut received = Vec::with_capacity(TOTAL);
+    let (mut pings, mut pongs, mut messages) = (0u32, 0u32, 0u32);
+    while received.len() < TOTAL {
+        match tokio::time::timeout(Duration::from_secs(20), rx.next())
+            .await
+            .expect("the burst stalled")
+        {
+            Some(Ok(Message::Binary(data))) => {
+                received.extend_from_slice(&data);
+                messages += 1;
+                // Pongs must come back between spliced frames, never inside one.
+                if messages % 4 == 0 && pings < 200 {
+                    tx.send(Message::Ping(pings.to_be_bytes().to_vec().into()))
+                        .await
+                        .unwrap();
+                    pings += 1;
+                }
+            }
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(&payload[..], &pongs.to_be_bytes(), "pongs out of order");
+                pongs += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(received == screen, "the burst arrived altered");
+    assert!(pings > 10, "only {pings} pings crossed the burst");
+    let (_, text) = admin_request(proxy.admin_addr(), "GET", "/metrics", None).await;
+    let spliced = metric(&text, "consolegate_spliced_bytes_total");
+    eprintln!("{messages} messages, {pings} pings, {pongs} pongs seen; {spliced} bytes spliced");
+    assert!(
+        spliced > (TOTAL / 2) as f64,
+        "only {spliced} of {TOTAL} bytes were spliced"
+    );
+    // The session still speaks WebSocket after the burst.
+    tx.send(Message::Close(None)).await.unwrap();
+    let line = proxy.wait_for_log("session ended");
+    assert!(line.contains(&format!("bytes_to_client={TOTAL}")), "{line}");
 }

@@ -1,0 +1,304 @@
+//! Zero-copy relaying towards a plain (ws://) browser connection from a plain target.
+//!
+//! A framebuffer burst is the bulk of a console's traffic. Copied through user space it
+//! crosses the proxy four times (kernel to proxy, into tungstenite's frame buffer, into the
+//! write gather, back to the kernel). With splice(2) the kernel moves the target's pages
+//! through a pipe into the browser's socket, and the proxy only writes each frame's header
+//! (encoded by tungstenite). Resumable sessions and TLS on either side keep the copying path:
+//! they need the bytes in user space.
+//!
+//! Both the WebSocket layer and the splice path write to the browser's socket, so they share
+//! it through [`SharedTcp`], whose write gate holds the WebSocket layer back while a spliced
+//! frame is on its way: a pong or close frame can never land inside one.
+
+use std::io::{self, IoSlice};
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use hyper_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use rustix::net::SendFlags;
+use rustix::pipe::{PipeFlags, SpliceFlags};
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Most bytes moved into the pipe, and so sent in one frame. Browsers take frames of any
+/// size; bigger ones mean fewer system calls per byte.
+pub const PIPE_SIZE: usize = 256 * 1024;
+
+/// A session goes back to copying (and lets its pipe go) after the target has been quiet
+/// this long: an idle console holds no pipe.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// Bytes sent to browsers by splicing since the process started.
+static SPLICED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes sent to browsers by splicing since the process started, for metrics.
+pub fn spliced_bytes() -> u64 {
+    SPLICED.load(Ordering::Relaxed)
+}
+
+const OPEN: u8 = 0;
+/// A spliced frame is being written: other writers wait.
+const HELD: u8 = 1;
+/// A spliced frame was abandoned half-written: the byte stream is no longer WebSocket, so
+/// nothing else may be written to it.
+const BROKEN: u8 = 2;
+
+/// A TCP socket shared by the WebSocket layer (through `AsyncRead`/`AsyncWrite`) and the
+/// splice path.
+#[derive(Debug, Clone)]
+pub struct SharedTcp(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    tcp: TcpStream,
+    gate: AtomicU8,
+    waiting: AtomicWaker,
+}
+
+impl SharedTcp {
+    pub fn new(tcp: TcpStream) -> Self {
+        SharedTcp(Arc::new(Inner {
+            tcp,
+            gate: AtomicU8::new(OPEN),
+            waiting: AtomicWaker::new(),
+        }))
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.0.tcp
+    }
+
+    /// Ready when a write may go out: no spliced frame is half-written.
+    fn poll_gate(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let check = || match self.0.gate.load(Ordering::Acquire) {
+            OPEN => Some(Ok(())),
+            BROKEN => Some(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "a zero-copy frame was cut short; the connection cannot carry more",
+            ))),
+            _ => None,
+        };
+        if let Some(result) = check() {
+            return Poll::Ready(result);
+        }
+        self.0.waiting.register(cx.waker());
+        match check() {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Holds other writers back until the guard is released (or, if the frame was not
+    /// completed, shuts them out for good).
+    fn hold(&self) -> Held<'_> {
+        self.0.gate.store(HELD, Ordering::Release);
+        Held {
+            socket: self,
+            complete: false,
+        }
+    }
+
+    /// Writes all of `data` with `flags`, waiting for room as needed.
+    async fn send_all(&self, mut data: &[u8], flags: SendFlags) -> io::Result<()> {
+        let tcp = &self.0.tcp;
+        while !data.is_empty() {
+            match tcp.try_io(Interest::WRITABLE, || {
+                rustix::net::send(tcp, data, flags | SendFlags::NOSIGNAL).map_err(io::Error::from)
+            }) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Held<'a> {
+    socket: &'a SharedTcp,
+    complete: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let state = if self.complete { OPEN } else { BROKEN };
+        self.socket.0.gate.store(state, Ordering::Release);
+        self.socket.0.waiting.wake();
+    }
+}
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let tcp = &self.0.tcp;
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            // SAFETY: recv only writes into the slice; `assume_init` covers exactly what it
+            // reported written.
+            let result = tcp.try_io(Interest::READABLE, || {
+                SockRef::from(tcp).recv(unsafe { buf.unfilled_mut() })
+            });
+            match result {
+                Ok(n) => {
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_gate(cx))?;
+        let tcp = &self.0.tcp;
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write(data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_gate(cx))?;
+        let tcp = &self.0.tcp;
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_gate(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_gate(cx))?;
+        Poll::Ready(SockRef::from(&self.0.tcp).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// A pipe through which a session's target bytes reach the browser without being copied.
+#[derive(Debug)]
+pub struct Splicer {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+    /// Bytes in the pipe, not yet sent.
+    queued: usize,
+}
+
+impl Splicer {
+    /// # Errors
+    /// No pipe could be made (out of descriptors): the session keeps copying.
+    pub fn new() -> io::Result<Self> {
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        // The default (64 KiB) works too, only with more system calls.
+        let capacity = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE)
+            .or_else(|_| rustix::pipe::fcntl_getpipe_size(&write))?;
+        Ok(Splicer {
+            read,
+            write,
+            capacity,
+            queued: 0,
+        })
+    }
+
+    /// Moves what `target` has (up to the pipe's capacity) into the pipe, waiting until it
+    /// has something. `Ok(0)`: the target closed. Cancel-safe: nothing moves unless it
+    /// returns.
+    pub async fn fill(&mut self, target: &TcpStream) -> io::Result<usize> {
+        debug_assert_eq!(self.queued, 0, "a frame is still in the pipe");
+        loop {
+            match target.try_io(Interest::READABLE, || {
+                rustix::pipe::splice(
+                    target,
+                    None,
+                    &self.write,
+                    None,
+                    self.capacity,
+                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+                )
+                .map_err(io::Error::from)
+            }) {
+                Ok(n) => {
+                    self.queued = n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => target.readable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends what [`Splicer::fill`] put in the pipe to the browser as one binary frame.
+    /// The WebSocket layer must have nothing queued (flush it first). If this is cancelled
+    /// half-way, the browser connection is unusable and says so to later writers.
+    pub async fn send_frame(&mut self, browser: &SharedTcp) -> io::Result<()> {
+        let mut header = Vec::with_capacity(14);
+        FrameHeader {
+            opcode: OpCode::Data(Data::Binary),
+            ..FrameHeader::default()
+        }
+        .format(self.queued as u64, &mut header)
+        .map_err(io::Error::other)?;
+        let mut held = browser.hold();
+        // Corked with the payload that follows: header and data leave in the same segments.
+        browser.send_all(&header, SendFlags::MORE).await?;
+        let tcp = browser.tcp();
+        let len = self.queued as u64;
+        while self.queued > 0 {
+            match tcp.try_io(Interest::WRITABLE, || {
+                rustix::pipe::splice(
+                    &self.read,
+                    None,
+                    tcp,
+                    None,
+                    self.queued,
+                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+                )
+                .map_err(io::Error::from)
+            }) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.queued -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        held.complete = true;
+        SPLICED.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
