@@ -37,6 +37,9 @@ const ACK_EVERY: u64 = 32 * 1024;
 /// (thousands of sessions must stay cheap).
 const IDLE_CHUNK: usize = 1024;
 
+/// A browser message at least this large may start a batch.
+const BATCH_FROM: usize = 4 * 1024;
+
 /// Most bytes from the browser gathered into one write to the target.
 const BATCH_TO_TARGET: usize = 256 * 1024;
 
@@ -241,7 +244,9 @@ where
                     let mut size = data.len();
                     batch.push(data);
                     let mut ended = false;
-                    while size < BATCH_TO_TARGET {
+                    // Only bulk uploads are batched: looking ahead costs a read, and a key
+                    // press or pointer move must not wait for it.
+                    while size >= BATCH_FROM && size < BATCH_TO_TARGET {
                         match ws_rx.next().now_or_never() {
                             Some(Some(Ok(Message::Binary(more)))) => {
                                 size += more.len();
