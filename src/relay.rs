@@ -246,7 +246,7 @@ where
                     let mut ended = false;
                     // Only bulk uploads are batched: looking ahead costs a read, and a key
                     // press or pointer move must not wait for it.
-                    while size >= BATCH_FROM && size < BATCH_TO_TARGET {
+                    while (BATCH_FROM..BATCH_TO_TARGET).contains(&size) {
                         match ws_rx.next().now_or_never() {
                             Some(Some(Ok(Message::Binary(more)))) => {
                                 size += more.len();
