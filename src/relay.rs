@@ -44,13 +44,13 @@ const BATCH_FROM: usize = 4 * 1024;
 const BATCH_TO_TARGET: usize = 256 * 1024;
 
 /// A full read of this size means a burst: with a [`Splice`], the rest of it is spliced.
-const SPLICE_FROM: usize = 16 * 1024;
+const SPLICE_FROM: usize = 8 * 1024;
 
 /// Largest message sent to the browser. tungstenite keeps its write buffer at the size of the
 /// largest frame it ever sent, for the rest of the session: frames of 64 KiB would cost every
 /// console that once showed a screen 64 KiB while idle. One read is sent as several frames
 /// and flushed once; [`crate::coalesce`] turns those frames back into one system call.
-pub const FRAME_TO_CLIENT: usize = 16 * 1024;
+pub const FRAME_TO_CLIENT: usize = 8 * 1024;
 
 /// tungstenite's read buffer, allocated for every session and zero-filled before each read:
 /// its default (128 KiB) alone would cost 1.2 GB for 9,000 idle consoles. Browser-to-target

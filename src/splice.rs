@@ -14,7 +14,7 @@
 use std::io::{self, IoSlice};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -31,6 +31,34 @@ use tokio::net::TcpStream;
 /// Most bytes moved into the pipe, and so sent in one frame. Browsers take frames of any
 /// size; bigger ones mean fewer system calls per byte.
 pub const PIPE_SIZE: usize = 256 * 1024;
+
+/// Pipes open at once across all sessions. Each costs two descriptors and up to
+/// [`PIPE_SIZE`] of kernel memory; when a burst from thousands of consoles would need more,
+/// the rest copy. Sized to stay far below the descriptor budget of two per session.
+pub const MAX_PIPES: usize = 256;
+
+static PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_PIPES`] places, given back on drop.
+#[derive(Debug)]
+struct PipeSlot(());
+
+impl PipeSlot {
+    fn take() -> Option<PipeSlot> {
+        PIPES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_PIPES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PipeSlot(()))
+    }
+}
+
+impl Drop for PipeSlot {
+    fn drop(&mut self) {
+        PIPES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A session goes back to copying (and lets its pipe go) after the target has been quiet
 /// this long: an idle console holds no pipe.
@@ -218,12 +246,16 @@ pub struct Splicer {
     capacity: usize,
     /// Bytes in the pipe, not yet sent.
     queued: usize,
+    _slot: PipeSlot,
 }
 
 impl Splicer {
     /// # Errors
-    /// No pipe could be made (out of descriptors): the session keeps copying.
+    /// All [`MAX_PIPES`] are in use, or no pipe could be made (out of descriptors): the
+    /// session keeps copying.
     pub fn new() -> io::Result<Self> {
+        let slot = PipeSlot::take()
+            .ok_or_else(|| io::Error::other(format!("all {MAX_PIPES} pipes are in use")))?;
         let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         // The default (64 KiB) works too, only with more system calls.
         let capacity = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE)
@@ -233,6 +265,7 @@ impl Splicer {
             write,
             capacity,
             queued: 0,
+            _slot: slot,
         })
     }
 
@@ -300,5 +333,23 @@ impl Splicer {
         held.complete = true;
         SPLICED.fetch_add(len, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipes_are_capped_and_given_back() {
+        let taken: Vec<PipeSlot> = std::iter::from_fn(PipeSlot::take)
+            .take(MAX_PIPES + 1)
+            .collect();
+        assert_eq!(taken.len(), MAX_PIPES);
+        assert!(PipeSlot::take().is_none());
+        assert!(Splicer::new().is_err(), "a pipe beyond the cap");
+        drop(taken);
+        let splicer = Splicer::new().expect("a pipe once slots are free");
+        assert!(splicer.capacity >= 64 * 1024);
     }
 }
