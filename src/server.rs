@@ -362,7 +362,6 @@ async fn handle_request(
     let console = session::Console {
         request_id: request_id.clone(),
         client: peer,
-        tls: socket.is_none(),
         plain: socket,
     };
     if session::credential(request.uri()) == resume::PATH {

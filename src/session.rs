@@ -46,9 +46,15 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 pub struct Console {
     pub request_id: String,
     pub client: SocketAddr,
-    pub tls: bool,
-    /// The browser's socket on a plain (ws://) connection, for zero-copy relaying.
+    /// The browser's socket on a plain (ws://) connection, for zero-copy relaying; `None`
+    /// over TLS.
     pub plain: Option<SharedTcp>,
+}
+
+impl Console {
+    pub fn tls(&self) -> bool {
+        self.plain.is_none()
+    }
 }
 
 /// A session whose target is connected and whose `101` is on its way to the browser.
@@ -301,7 +307,7 @@ impl Session {
             Ok(websocket) => websocket,
             Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
         };
-        let scheme = if console.tls { "wss" } else { "ws" };
+        let scheme = if console.tls() { "wss" } else { "ws" };
         info!(client = %console.client, ticket = %credential, scheme, ssl_target = target.ssl_target, resumable = resume.is_some(), "session started");
         let started = Instant::now();
         let registered = shared

@@ -138,16 +138,40 @@ impl SharedTcp {
     async fn send_all(&self, mut data: &[u8], flags: SendFlags) -> io::Result<()> {
         let tcp = &self.0.tcp;
         while !data.is_empty() {
-            match tcp.try_io(Interest::WRITABLE, || {
-                rustix::net::send(tcp, data, flags | SendFlags::NOSIGNAL).map_err(io::Error::from)
-            }) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
-                Err(e) => return Err(e),
+            let n = tcp
+                .async_io(Interest::WRITABLE, || {
+                    rustix::net::send(tcp, data, flags | SendFlags::NOSIGNAL)
+                        .map_err(io::Error::from)
+                })
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+            data = &data[n..];
         }
         Ok(())
+    }
+
+    /// Waits until the socket is ready for `interest`, then makes `attempt`, until it does
+    /// not report `WouldBlock` (which clears the readiness tokio had cached).
+    fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        mut attempt: impl FnMut(&TcpStream) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        let tcp = &self.0.tcp;
+        loop {
+            if interest.is_readable() {
+                ready!(tcp.poll_read_ready(cx))?;
+            } else {
+                ready!(tcp.poll_write_ready(cx))?;
+            }
+            match attempt(tcp) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
     }
 }
 
@@ -170,24 +194,16 @@ impl AsyncRead for SharedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let tcp = &self.0.tcp;
-        loop {
-            ready!(tcp.poll_read_ready(cx))?;
-            // SAFETY: recv only writes into the slice; `assume_init` covers exactly what it
-            // reported written.
-            let result = tcp.try_io(Interest::READABLE, || {
+        // SAFETY: recv only writes into the slice; `assume_init` covers exactly what it
+        // reported written.
+        let n = ready!(self.poll_io(cx, Interest::READABLE, |tcp| {
+            tcp.try_io(Interest::READABLE, || {
                 SockRef::from(tcp).recv(unsafe { buf.unfilled_mut() })
-            });
-            match result {
-                Ok(n) => {
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+            })
+        }))?;
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -198,14 +214,7 @@ impl AsyncWrite for SharedTcp {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_gate(cx))?;
-        let tcp = &self.0.tcp;
-        loop {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write(data) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-        }
+        self.poll_io(cx, Interest::WRITABLE, |tcp| tcp.try_write(data))
     }
 
     fn poll_write_vectored(
@@ -214,14 +223,7 @@ impl AsyncWrite for SharedTcp {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_gate(cx))?;
-        let tcp = &self.0.tcp;
-        loop {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-        }
+        self.poll_io(cx, Interest::WRITABLE, |tcp| tcp.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -274,8 +276,8 @@ impl Splicer {
     /// returns.
     pub async fn fill(&mut self, target: &TcpStream) -> io::Result<usize> {
         debug_assert_eq!(self.queued, 0, "a frame is still in the pipe");
-        loop {
-            match target.try_io(Interest::READABLE, || {
+        let n = target
+            .async_io(Interest::READABLE, || {
                 rustix::pipe::splice(
                     target,
                     None,
@@ -285,15 +287,10 @@ impl Splicer {
                     SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
                 )
                 .map_err(io::Error::from)
-            }) {
-                Ok(n) => {
-                    self.queued = n;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => target.readable().await?,
-                Err(e) => return Err(e),
-            }
-        }
+            })
+            .await?;
+        self.queued = n;
+        Ok(n)
     }
 
     /// Sends what [`Splicer::fill`] put in the pipe to the browser as one binary frame.
@@ -313,22 +310,23 @@ impl Splicer {
         let tcp = browser.tcp();
         let len = self.queued as u64;
         while self.queued > 0 {
-            match tcp.try_io(Interest::WRITABLE, || {
-                rustix::pipe::splice(
-                    &self.read,
-                    None,
-                    tcp,
-                    None,
-                    self.queued,
-                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
-                )
-                .map_err(io::Error::from)
-            }) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.queued -= n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
-                Err(e) => return Err(e),
+            let n = tcp
+                .async_io(Interest::WRITABLE, || {
+                    rustix::pipe::splice(
+                        &self.read,
+                        None,
+                        tcp,
+                        None,
+                        self.queued,
+                        SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+                    )
+                    .map_err(io::Error::from)
+                })
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+            self.queued -= n;
         }
         held.complete = true;
         SPLICED.fetch_add(len, Ordering::Relaxed);
