@@ -34,5 +34,6 @@ pub mod target;
 pub mod target_tls;
 pub mod ticket;
 pub mod tls;
+pub mod tls_key;
 pub mod vencrypt;
 pub mod web;

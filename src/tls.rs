@@ -115,7 +115,7 @@ pub fn load_server_config(
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(crate::tls_key::certified_key(chain, &key)?);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(LoadedTls {
         config: Arc::new(config),

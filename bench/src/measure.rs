@@ -62,6 +62,8 @@ pub struct Latency {
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub per_second: f64,
+    /// The subject's CPU time over the window divided by the sessions completed in it.
+    pub cpu_us_per_session: Option<f64>,
     pub failures: usize,
     pub first_failure: Option<String>,
 }
@@ -320,6 +322,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub async fn setup_rate(
     client: &Client,
     access: &Access,
+    pid: Option<u32>,
     profile: &Profile,
 ) -> Result<Setup, String> {
     let start = Instant::now() + profile.warmup;
@@ -366,6 +369,11 @@ pub async fn setup_rate(
             }
         });
     }
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_before = cpu(pid);
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_after = cpu(pid);
+    let in_window = completed.load(Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     let completed = completed.load(Ordering::Relaxed);
     let first_failure = first_failure.lock().ok().and_then(|mut s| s.take());
@@ -374,6 +382,10 @@ pub async fn setup_rate(
     }
     Ok(Setup {
         per_second: completed as f64 / profile.window.as_secs_f64(),
+        cpu_us_per_session: match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) if in_window > 0 => Some((b - a) * 1e6 / in_window as f64),
+            _ => None,
+        },
         failures: failures.load(Ordering::Relaxed),
         first_failure,
     })

@@ -38,6 +38,8 @@ pub enum Figure {
     Rtt64kP99,
     SetupWs,
     SetupWss,
+    CpuSetupWs,
+    CpuSetupWss,
     CpuDown,
     CpuUp,
     StalledPerSession,
@@ -61,6 +63,8 @@ impl Figure {
             Figure::Rtt64kP99 => "round trip 64 KiB, p99 (µs)".into(),
             Figure::SetupWs => "session setup rate, ws:// (sessions/s)".into(),
             Figure::SetupWss => "session setup rate, wss:// (sessions/s)".into(),
+            Figure::CpuSetupWs => "CPU per session set up, ws:// (µs)".into(),
+            Figure::CpuSetupWss => "CPU per session set up, wss:// (µs)".into(),
             Figure::CpuDown => "CPU per GB relayed, target→browser (s)".into(),
             Figure::CpuUp => "CPU per GB relayed, browser→target (s)".into(),
             Figure::StalledPerSession => {
@@ -89,6 +93,8 @@ impl Figure {
             | Figure::Rtt64P99
             | Figure::Rtt64kP50
             | Figure::Rtt64kP99
+            | Figure::CpuSetupWs
+            | Figure::CpuSetupWss
             | Figure::CpuDown
             | Figure::CpuUp
             | Figure::StalledPerSession

@@ -177,6 +177,8 @@ fn declare(results: &mut Results, hold_counts: &[usize]) {
         Figure::Rtt64kP99,
         Figure::SetupWs,
         Figure::SetupWss,
+        Figure::CpuSetupWs,
+        Figure::CpuSetupWss,
         Figure::CpuDown,
         Figure::CpuUp,
         Figure::StalledPerSession,
@@ -389,11 +391,16 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                 "websocat: run as the issue does (ws-l, no TLS)",
             );
         }
-        for (figure, access) in [(Figure::SetupWs, ws), (Figure::SetupWss, wss)] {
+        for (figure, cpu_figure, access) in [
+            (Figure::SetupWs, Figure::CpuSetupWs, ws),
+            (Figure::SetupWss, Figure::CpuSetupWss, wss),
+        ] {
             let Some(access) = access else { continue };
-            match measure::setup_rate(client, access, profile).await {
+            let pid = l.pid(Mode::Echo);
+            match measure::setup_rate(client, access, pid, profile).await {
                 Ok(setup) => {
                     results.sample(figure, subject, setup.per_second);
+                    cpu_sample(results, cpu_figure, subject, setup.cpu_us_per_session);
                     if setup.failures > 0 {
                         let first = setup.first_failure.unwrap_or_default();
                         results.note(
