@@ -294,11 +294,12 @@ where
         ClosedBy::ClientGone("connection closed without a close frame".into())
     };
 
+    // Set while a burst goes through the kernel (see `crate::splice`); outlives the pump
+    // below so that a frame it was sending when the session ended can be finished.
+    let mut splicer: Option<Splicer> = None;
     let target_to_client = async {
         let mut buf = BytesMut::new();
         let mut want = IDLE_CHUNK;
-        // Set while a burst goes through the kernel (see `crate::splice`).
-        let mut splicer: Option<Splicer> = None;
         let splice = splice.filter(|_| retained.is_none());
         let has_room = || retained.is_none_or(Retained::has_room);
         loop {
@@ -310,16 +311,13 @@ where
                         splicer = None;
                         want = IDLE_CHUNK;
                     }
-                    Ok(Read::Spliced(n)) => {
+                    Ok(Read::Spliced { n, splicer, browser }) => {
                         counters.to_client.fetch_add(n as u64, Ordering::Relaxed);
                         // Whatever the WebSocket layer queued goes first, whole.
                         if let Err(e) = ws_tx.flush().await {
                             return ClosedBy::ClientGone(client_error(&e));
                         }
-                        let (Some(splicer), Some(splice)) = (splicer.as_mut(), splice) else {
-                            unreachable!("spliced without a splicer");
-                        };
-                        if let Err(e) = splicer.send_frame(&splice.browser).await {
+                        if let Err(e) = splicer.send_frame(browser).await {
                             return ClosedBy::ClientGone(format!("i/o: {e}"));
                         }
                         touch();
@@ -453,6 +451,13 @@ where
         ClosedBy::Negotiation(_) => Some(close(CloseCode::Error, "Negotiation failed")),
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        // A spliced frame cut off by the end goes out whole before the close frame; one
+        // that cannot is dropped with the splicer, and the connection closes without one.
+        if let Some(splicer) = &mut splicer {
+            if splicer.in_frame() && splicer.finish_frame().await.is_err() {
+                return;
+            }
+        }
         let sent_close = match goodbye {
             Some(message) => ws_tx.send(message).await.is_ok(),
             None => {
@@ -533,11 +538,15 @@ pub struct Splice {
 }
 
 /// What one read from the target gave.
-enum Read {
+enum Read<'s> {
     /// Copied into the read buffer.
     Copied(usize),
-    /// Moved into the splicer's pipe.
-    Spliced(usize),
+    /// Moved into `splicer`'s pipe, to be sent on as one frame to `browser`.
+    Spliced {
+        n: usize,
+        splicer: &'s mut Splicer,
+        browser: &'s SharedTcp,
+    },
     /// The splicer waited [`splice::QUIET`] for nothing: the burst is over.
     Quiet,
     /// The target closed its side.
@@ -545,17 +554,21 @@ enum Read {
 }
 
 /// The next read from the target: spliced during a burst, else copied into `buf`.
-async fn read_target<R: AsyncRead + Unpin>(
+async fn read_target<'s, R: AsyncRead + Unpin>(
     target_rx: &mut R,
     buf: &mut BytesMut,
     want: usize,
-    splicing: Option<(&mut Splicer, &Splice)>,
-) -> std::io::Result<Read> {
+    splicing: Option<(&'s mut Splicer, &'s Splice)>,
+) -> std::io::Result<Read<'s>> {
     if let Some((splicer, splice)) = splicing {
         return match tokio::time::timeout(splice::QUIET, splicer.fill(splice.target.tcp())).await {
             Err(_) => Ok(Read::Quiet),
             Ok(Ok(0)) => Ok(Read::Closed),
-            Ok(Ok(n)) => Ok(Read::Spliced(n)),
+            Ok(Ok(n)) => Ok(Read::Spliced {
+                n,
+                splicer,
+                browser: &splice.browser,
+            }),
             Ok(Err(e)) => Err(e),
         };
     }

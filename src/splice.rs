@@ -124,32 +124,11 @@ impl SharedTcp {
         }
     }
 
-    /// Holds other writers back until the guard is released (or, if the frame was not
-    /// completed, shuts them out for good).
-    fn hold(&self) -> Held<'_> {
-        self.0.gate.store(HELD, Ordering::Release);
-        Held {
-            socket: self,
-            complete: false,
-        }
-    }
-
-    /// Writes all of `data` with `flags`, waiting for room as needed.
-    async fn send_all(&self, mut data: &[u8], flags: SendFlags) -> io::Result<()> {
-        let tcp = &self.0.tcp;
-        while !data.is_empty() {
-            let n = tcp
-                .async_io(Interest::WRITABLE, || {
-                    rustix::net::send(tcp, data, flags | SendFlags::NOSIGNAL)
-                        .map_err(io::Error::from)
-                })
-                .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            data = &data[n..];
-        }
-        Ok(())
+    /// Sets the write gate (`HELD` while a spliced frame is on its way) and wakes a writer
+    /// waiting on it.
+    fn set_gate(&self, state: u8) {
+        self.0.gate.store(state, Ordering::Release);
+        self.0.waiting.wake();
     }
 
     /// Waits until the socket is ready for `interest`, then makes `attempt`, until it does
@@ -172,19 +151,6 @@ impl SharedTcp {
                 result => return Poll::Ready(result),
             }
         }
-    }
-}
-
-struct Held<'a> {
-    socket: &'a SharedTcp,
-    complete: bool,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let state = if self.complete { OPEN } else { BROKEN };
-        self.socket.0.gate.store(state, Ordering::Release);
-        self.socket.0.waiting.wake();
     }
 }
 
@@ -248,7 +214,29 @@ pub struct Splicer {
     capacity: usize,
     /// Bytes in the pipe, not yet sent.
     queued: usize,
+    /// The frame being sent, if one is part-way: sending can be resumed after a
+    /// cancellation, so a session that must close finishes the frame before its close frame.
+    frame: Option<Frame>,
     _slot: PipeSlot,
+}
+
+/// A spliced frame on its way: the browser socket (its gate is `HELD` meanwhile), the
+/// encoded header, how much of it has been sent, and the payload length for the count.
+#[derive(Debug)]
+struct Frame {
+    browser: SharedTcp,
+    header: Vec<u8>,
+    header_sent: usize,
+    len: u64,
+}
+
+/// A frame dropped half-sent leaves the browser's byte stream in no WebSocket state.
+impl Drop for Splicer {
+    fn drop(&mut self) {
+        if let Some(frame) = self.frame.take() {
+            frame.browser.set_gate(BROKEN);
+        }
+    }
 }
 
 impl Splicer {
@@ -267,6 +255,7 @@ impl Splicer {
             write,
             capacity,
             queued: 0,
+            frame: None,
             _slot: slot,
         })
     }
@@ -294,9 +283,12 @@ impl Splicer {
     }
 
     /// Sends what [`Splicer::fill`] put in the pipe to the browser as one binary frame.
-    /// The WebSocket layer must have nothing queued (flush it first). If this is cancelled
-    /// half-way, the browser connection is unusable and says so to later writers.
+    /// The WebSocket layer must have nothing queued (flush it first); it is held back until
+    /// the frame is complete. Cancel-safe: [`Splicer::finish_frame`] resumes where this
+    /// stopped; dropping the splicer instead leaves the connection unusable, and later
+    /// writers are told so.
     pub async fn send_frame(&mut self, browser: &SharedTcp) -> io::Result<()> {
+        debug_assert!(self.frame.is_none(), "the last frame is unfinished");
         let mut header = Vec::with_capacity(14);
         FrameHeader {
             opcode: OpCode::Data(Data::Binary),
@@ -304,20 +296,57 @@ impl Splicer {
         }
         .format(self.queued as u64, &mut header)
         .map_err(io::Error::other)?;
-        let mut held = browser.hold();
-        // Corked with the payload that follows: header and data leave in the same segments.
-        browser.send_all(&header, SendFlags::MORE).await?;
-        let tcp = browser.tcp();
-        let len = self.queued as u64;
-        while self.queued > 0 {
+        browser.set_gate(HELD);
+        self.frame = Some(Frame {
+            browser: browser.clone(),
+            header,
+            header_sent: 0,
+            len: self.queued as u64,
+        });
+        self.finish_frame().await
+    }
+
+    /// Whether a frame is part-way to the browser.
+    pub fn in_frame(&self) -> bool {
+        self.frame.is_some()
+    }
+
+    /// Sends the rest of the frame [`Splicer::send_frame`] started, if any. Cancel-safe.
+    pub async fn finish_frame(&mut self) -> io::Result<()> {
+        let Splicer {
+            read,
+            queued,
+            frame,
+            ..
+        } = self;
+        let Some(current) = frame else {
+            return Ok(());
+        };
+        let tcp = current.browser.tcp();
+        while current.header_sent < current.header.len() {
+            let rest = &current.header[current.header_sent..];
+            // Corked with the payload that follows: header and data leave in the same
+            // segments.
+            let n = tcp
+                .async_io(Interest::WRITABLE, || {
+                    rustix::net::send(tcp, rest, SendFlags::MORE | SendFlags::NOSIGNAL)
+                        .map_err(io::Error::from)
+                })
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            current.header_sent += n;
+        }
+        while *queued > 0 {
             let n = tcp
                 .async_io(Interest::WRITABLE, || {
                     rustix::pipe::splice(
-                        &self.read,
+                        &*read,
                         None,
                         tcp,
                         None,
-                        self.queued,
+                        *queued,
                         SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
                     )
                     .map_err(io::Error::from)
@@ -326,10 +355,12 @@ impl Splicer {
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.queued -= n;
+            *queued -= n;
         }
-        held.complete = true;
-        SPLICED.fetch_add(len, Ordering::Relaxed);
+        if let Some(done) = frame.take() {
+            SPLICED.fetch_add(done.len, Ordering::Relaxed);
+            done.browser.set_gate(OPEN);
+        }
         Ok(())
     }
 }

@@ -502,3 +502,62 @@ async fn ws_bursts_go_through_the_kernel_intact_while_pings_cross_them() {
     let line = proxy.wait_for_log("session ended");
     assert!(line.contains(&format!("bytes_to_client={TOTAL}")), "{line}");
 }
+
+#[tokio::test]
+async fn an_admin_close_during_a_spliced_burst_finishes_the_frame_then_sends_its_close() {
+    const TOTAL: usize = 64 * 1024 * 1024;
+    const TOKEN: &str = "test-admin-token-5d2e8c1b7a90";
+    let screen = pattern(TOTAL, 0xc105e);
+    let target = source_server(screen.clone()).await;
+    let proxy = ProxyProcess::start(&format!("ADMIN_LISTEN=127.0.0.1:0\nADMIN_TOKEN={TOKEN}"));
+    let admin = proxy.admin_addr();
+    let (mut client, _) = ws_connect(proxy.addr, false, &ticket_for(target), Some("binary"))
+        .await
+        .unwrap();
+    let mut received = Vec::with_capacity(TOTAL);
+    while received.len() < 4 * 1024 * 1024 {
+        let message = tokio::time::timeout(Duration::from_secs(10), client.next()).await;
+        match message.expect("the burst stalled") {
+            Some(Ok(Message::Binary(data))) => received.extend_from_slice(&data),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let (_, text) = admin_request(admin, "GET", "/metrics", None).await;
+    assert!(metric(&text, "consolegate_spliced_bytes_total") > 0.0);
+
+    // The browser stops reading: the proxy's writes stall, most likely inside a frame.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, body) = admin_request(admin, "GET", "/sessions", Some(TOKEN)).await;
+    let sessions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = sessions[0]["id"].as_u64().unwrap();
+    let (status, body) =
+        admin_request(admin, "POST", &format!("/sessions/{id}/close"), Some(TOKEN)).await;
+    assert_eq!(status, 202, "{body}");
+
+    // Reading again, the browser gets whole frames, then the close frame.
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), client.next()).await;
+        match message.expect("the proxy went quiet") {
+            Some(Ok(Message::Binary(data))) => received.extend_from_slice(&data),
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    assert!(
+        received.len() < TOTAL,
+        "the close came only after the burst"
+    );
+    assert!(
+        received[..] == screen[..received.len()],
+        "the bytes before the close were altered"
+    );
+    let ended = proxy.wait_for_log("session ended");
+    assert!(ended.contains("closed_by=administrator"), "{ended}");
+    // Every byte taken from the target reached the browser: no frame was cut off.
+    assert!(
+        ended.contains(&format!("bytes_to_client={} ", received.len())),
+        "{} received; {ended}",
+        received.len()
+    );
+}
