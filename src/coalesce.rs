@@ -10,12 +10,20 @@
 //! is gathered, in one vectored write, so nothing waits for a flush that might not come.
 //! The gathering buffer is released every time it is written out: an idle console holds
 //! none.
+//!
+//! Reads get the mirror treatment. tungstenite reads at most its read-buffer size (4 KiB,
+//! which every idle session holds) per call, so a bulk upload costs a system call per 4 KiB.
+//! Once a read fills all that was asked, the next one reads up to [`READ_AHEAD`] bytes and
+//! serves the following asks from memory; that buffer too is released once drained. Small
+//! input (keys, pointer moves) never fills the ask and goes straight through.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 /// Writes at least this large are gathered; smaller ones are written at once.
 pub const GATHERED_WRITE: usize = crate::relay::FRAME_TO_CLIENT;
@@ -23,13 +31,22 @@ pub const GATHERED_WRITE: usize = crate::relay::FRAME_TO_CLIENT;
 /// Most bytes gathered before they are written out: one read from the target, in frames.
 const GATHER_LIMIT: usize = 64 * 1024 + 1024;
 
-/// A stream whose large writes are gathered until the next small write or flush.
+/// Most bytes read ahead in one system call during a bulk upload.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A stream whose large writes are gathered until the next small write or flush, and whose
+/// reads, during bulk uploads, are served from one larger read.
 #[derive(Debug)]
 pub struct Coalesce<T> {
     inner: T,
     gathered: Vec<u8>,
     /// Bytes of `gathered` already written out.
     written: usize,
+    /// Read ahead and not yet asked for (from `ahead_at`); empty and unallocated unless a
+    /// bulk upload is under way.
+    ahead: BytesMut,
+    /// The last read filled all the caller asked for: more is probably waiting.
+    bulk: bool,
 }
 
 impl<T> Coalesce<T> {
@@ -38,6 +55,17 @@ impl<T> Coalesce<T> {
             inner,
             gathered: Vec::new(),
             written: 0,
+            ahead: BytesMut::new(),
+            bulk: false,
+        }
+    }
+
+    /// Hands out what was read ahead; the buffer goes once it is empty.
+    fn take_ahead(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = buf.remaining().min(self.ahead.len());
+        buf.put_slice(&self.ahead.split_to(n));
+        if self.ahead.is_empty() {
+            self.ahead = BytesMut::new();
         }
     }
 }
@@ -65,7 +93,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        if !this.ahead.is_empty() {
+            this.take_ahead(buf);
+            return Poll::Ready(Ok(()));
+        }
+        let asked = buf.remaining();
+        if !this.bulk || asked >= READ_AHEAD {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            this.bulk = asked > 0 && buf.filled().len() - before == asked;
+            return Poll::Ready(Ok(()));
+        }
+        this.ahead.reserve(READ_AHEAD);
+        let n = ready!(poll_read_buf(
+            Pin::new(&mut this.inner),
+            cx,
+            &mut this.ahead
+        ))?;
+        this.bulk = n > asked;
+        this.take_ahead(buf);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -177,6 +225,40 @@ mod tests {
         far.read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len(), 10 * GATHERED_WRITE);
         assert!(got.chunks(GATHERED_WRITE).all(|c| c == frame.as_slice()));
+    }
+
+    #[tokio::test]
+    async fn bulk_reads_are_served_from_one_larger_read_and_keep_their_order() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut stream = Coalesce::new(near);
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        far.write_all(&data).await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 4096];
+        let mut read_ahead = false;
+        while got.len() < data.len() {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&chunk[..n]);
+            read_ahead |= !stream.ahead.is_empty();
+            assert!(stream.ahead.len() < 2 * READ_AHEAD, "read-ahead is bounded");
+        }
+        assert!(got == data, "bytes altered or reordered");
+        assert!(read_ahead, "a bulk upload is read ahead");
+        assert_eq!(stream.ahead.capacity(), 0, "released once drained");
+    }
+
+    #[tokio::test]
+    async fn small_reads_go_straight_through() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut stream = Coalesce::new(near);
+        for key in 0..20u8 {
+            far.write_all(&[key; 10]).await.unwrap();
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &[key; 10]);
+            assert_eq!(stream.ahead.capacity(), 0, "no read-ahead for key presses");
+        }
     }
 
     #[tokio::test]
