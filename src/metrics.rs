@@ -33,6 +33,8 @@ type Label = [(&'static str, &'static str); 1];
 pub enum Dropped {
     /// `MAX_HANDSHAKES` connections were already in their handshake.
     MaxHandshakes,
+    /// `MAX_HANDSHAKES_PER_CLIENT` connections from the same address were.
+    MaxHandshakesPerClient,
     /// No request within `HANDSHAKE_TIMEOUT`.
     HandshakeTimeout,
     /// The TLS handshake failed.
@@ -44,8 +46,9 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    const ALL: [Dropped; 5] = [
+    const ALL: [Dropped; 6] = [
         Dropped::MaxHandshakes,
+        Dropped::MaxHandshakesPerClient,
         Dropped::HandshakeTimeout,
         Dropped::TlsFailed,
         Dropped::SchemeRefused,
@@ -55,6 +58,7 @@ impl Dropped {
     fn label(self) -> &'static str {
         match self {
             Dropped::MaxHandshakes => "max_handshakes",
+            Dropped::MaxHandshakesPerClient => "max_handshakes_per_client",
             Dropped::HandshakeTimeout => "handshake_timeout",
             Dropped::TlsFailed => "tls_failed",
             Dropped::SchemeRefused => "scheme_refused",

@@ -29,6 +29,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::coalesce::Coalesce;
 use crate::config::{ListenHost, Settings};
 use crate::connect;
+use crate::limits::Limits;
 use crate::metrics::Dropped;
 use crate::proxy::{Proxy, Shared};
 use crate::splice::SharedTcp;
@@ -86,6 +87,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         draining: draining.clone(),
         closing: closing.clone(),
         handshakes: AtomicUsize::new(0),
+        client_handshakes: Limits::new(usize::MAX, usize::MAX),
     });
 
     tokio::pin!(shutdown);
@@ -148,6 +150,9 @@ struct Context {
     closing: CancellationToken,
     /// Connections in their TLS or HTTP phase, bounded by `MAX_HANDSHAKES`.
     handshakes: AtomicUsize,
+    /// The same per client address, bounded by `MAX_HANDSHAKES_PER_CLIENT` (the total is
+    /// `handshakes`' job).
+    client_handshakes: Arc<Limits>,
 }
 
 /// Counts one connection in its handshake phase for as long as it lives.
@@ -206,6 +211,20 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: Arc
             }
         }
     }
+    // Counted once the client is known: a load balancer's connections are its clients'.
+    // Each connection applies the maximum of the configuration it runs under.
+    context
+        .client_handshakes
+        .set(usize::MAX, settings.max_handshakes_per_client);
+    let Ok(_client_slot) = context.client_handshakes.try_acquire(client.ip()) else {
+        metrics.dropped(Dropped::MaxHandshakesPerClient);
+        return span.in_scope(|| {
+            debug!(
+                max = settings.max_handshakes_per_client,
+                "MAX_HANDSHAKES_PER_CLIENT reached for this address; connection closed"
+            )
+        });
+    };
     serve_connection(stream, client, deadline, &context, &proxy)
         .instrument(span)
         .await;

@@ -204,6 +204,58 @@ async fn handshake_flood_is_shed_without_hurting_sessions() {
 }
 
 #[tokio::test]
+async fn one_address_holding_its_share_of_handshakes_does_not_lock_out_others() {
+    let echo = EchoServer::start().await;
+    let proxy = ProxyProcess::start(
+        "MAX_HANDSHAKES=16\nMAX_HANDSHAKES_PER_CLIENT=3\nHANDSHAKE_TIMEOUT=3\nADMIN_LISTEN=127.0.0.1:0",
+    );
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tcp_from("127.0.0.3", proxy.addr).await);
+    }
+    assert_eq!(proxy.wait_for_lines("connection accepted", 3).len(), 3);
+    // The same address's fourth is closed at once ...
+    let mut extra = tcp_from("127.0.0.3", proxy.addr).await;
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("excess connection kept open");
+    assert!(matches!(read, Ok(0) | Err(_)));
+    // ... while another address gets its session.
+    let stream = Box::new(tcp_from("127.0.0.4", proxy.addr).await);
+    let (mut other, _) = ws_over(stream, false, proxy.addr.port(), &ticket_for(echo.addr))
+        .await
+        .unwrap();
+    echo_once(&mut other, b"not locked out").await;
+    let (_, text) = admin_request(proxy.admin_addr(), "GET", "/metrics", None).await;
+    assert_eq!(
+        metric(
+            &text,
+            "consolegate_connections_dropped_total{reason=\"max_handshakes_per_client\"}"
+        ),
+        1.0
+    );
+    // Once its idle connections are gone, the address gets in again.
+    drop(idle);
+    let (mut again, _) = {
+        let mut tries = 0;
+        loop {
+            let stream = Box::new(tcp_from("127.0.0.3", proxy.addr).await);
+            match ws_over(stream, false, proxy.addr.port(), &ticket_for(echo.addr)).await {
+                Ok(pair) => break pair,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the address stayed locked out: {e}"),
+            }
+        }
+    };
+    echo_once(&mut again, b"back").await;
+}
+
+#[tokio::test]
 async fn idle_and_maximum_duration_timeouts() {
     let echo = EchoServer::start().await;
     let proxy = ProxyProcess::start("SESSION_IDLE_TIMEOUT=1500ms");

@@ -323,6 +323,9 @@ pub struct Settings {
     pub max_sessions: usize,
     pub max_sessions_per_client: usize,
     pub max_handshakes: usize,
+    /// One address's share of `max_handshakes`: a slow flood from one address leaves the
+    /// rest for everyone else.
+    pub max_handshakes_per_client: usize,
     pub max_request_header_size: usize,
     /// `None`: sessions may idle forever (heartbeats still detect dead browsers).
     pub session_idle_timeout: Option<Duration>,
@@ -406,6 +409,7 @@ impl Settings {
             max_sessions: keys.parse(MAX_SESSIONS, parse_count),
             max_sessions_per_client: keys.parse(MAX_SESSIONS_PER_CLIENT, parse_count),
             max_handshakes: keys.parse(MAX_HANDSHAKES, parse_count),
+            max_handshakes_per_client: keys.parse(MAX_HANDSHAKES_PER_CLIENT, parse_count),
             max_request_header_size: keys.parse(MAX_REQUEST_HEADER_SIZE, parse_header_size),
             session_idle_timeout: keys.parse(SESSION_IDLE_TIMEOUT, parse_optional_duration),
             session_max_duration: keys.parse(SESSION_MAX_DURATION, parse_optional_duration),
@@ -687,6 +691,7 @@ mod tests {
                 max_sessions: 10_000,
                 max_sessions_per_client: 100,
                 max_handshakes: 1024,
+                max_handshakes_per_client: 256,
                 max_request_header_size: 32 * 1024,
                 session_idle_timeout: None,
                 session_max_duration: None,
