@@ -275,11 +275,16 @@ fn header(args: &RunArgs, runs: usize, profile: &Profile, fd_limit: u64) -> Stri
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
+    // BBR paces in TCP itself (a timer per transmit) unless the qdisc is fq: it moves every
+    // figure here, so the report says which one ran.
+    let congestion = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
     let mut lines = vec![
         "# consolegate benchmark".to_owned(),
         String::new(),
         format!(
-            "Run {} on {cores} × {cpu}, Linux {kernel}, descriptor limit {fd_limit}.",
+            "Run {} on {cores} × {cpu}, Linux {kernel}, TCP congestion control {congestion}, descriptor limit {fd_limit}.",
             chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
         ),
         format!(
