@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 /// Most bytes moved into the pipe, and so sent in one frame. Browsers take frames of any
 /// size; bigger ones mean fewer system calls and wake-ups per byte: 1 MiB against 256 KiB
-/// measured about 1.5x the single-session throughput at half the CPU per GB. Linux allows
+/// measured 1.2 to 1.7x the single-session throughput at about half the CPU per GB. Linux allows
 /// an unprivileged process pipes up to `fs.pipe-max-size`, 1 MiB by default.
 pub const PIPE_SIZE: usize = 1024 * 1024;
 
