@@ -627,6 +627,16 @@ mod tests {
         TargetTls::load(None, true).unwrap()
     }
 
+    /// [`negotiate`] as most tests run it: no certificate check, the test timeout.
+    async fn negotiate_in_test(
+        ws: &mut Ws,
+        target: TcpStream,
+        host: &str,
+        tally: &mut Tally,
+    ) -> Result<Negotiated<TcpStream>, NegotiationError> {
+        negotiate(ws, target, &no_verification(), host, TIMEOUT, tally).await
+    }
+
     /// A browser and the proxy's end of its WebSocket, over loopback.
     async fn websocket_pair() -> (Ws, WebSocketStream<TcpStream>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -771,18 +781,10 @@ mod tests {
     async fn x509vnc_is_negotiated_and_vnc_auth_goes_end_to_end() {
         let (mut proxy_side, mut browser) = websocket_pair().await;
         let (target, server) = vnc_server(x509vnc_server("vnc")).await;
-        let tls = no_verification();
         let proxy = tokio::spawn(async move {
             let mut tally = Tally::default();
-            let negotiated = negotiate(
-                &mut proxy_side,
-                target,
-                &tls,
-                "127.0.0.1",
-                TIMEOUT,
-                &mut tally,
-            )
-            .await;
+            let negotiated =
+                negotiate_in_test(&mut proxy_side, target, "127.0.0.1", &mut tally).await;
             let Ok(Negotiated::Encrypted(stream)) = negotiated else {
                 panic!("not encrypted");
             };
@@ -824,17 +826,10 @@ mod tests {
     async fn bytes_sent_with_the_choice_reach_the_server() {
         let (mut proxy_side, mut browser) = websocket_pair().await;
         let (target, server) = vnc_server(x509vnc_server("vnc")).await;
-        let tls = no_verification();
         let proxy = tokio::spawn(async move {
-            let negotiated = negotiate(
-                &mut proxy_side,
-                target,
-                &tls,
-                "localhost",
-                TIMEOUT,
-                &mut Tally::default(),
-            )
-            .await;
+            let negotiated =
+                negotiate_in_test(&mut proxy_side, target, "localhost", &mut Tally::default())
+                    .await;
             let Ok(Negotiated::Encrypted(stream)) = negotiated else {
                 panic!("not encrypted");
             };
@@ -952,17 +947,9 @@ mod tests {
             read_n(&mut stream, 16).await
         })
         .await;
-        let tls = no_verification();
         let proxy = tokio::spawn(async move {
-            match negotiate(
-                &mut proxy_side,
-                target,
-                &tls,
-                "127.0.0.1",
-                TIMEOUT,
-                &mut Tally::default(),
-            )
-            .await
+            match negotiate_in_test(&mut proxy_side, target, "127.0.0.1", &mut Tally::default())
+                .await
             {
                 Ok(Negotiated::Passthrough(stream, why)) => {
                     assert_eq!(why, Passthrough::SecurityTypes(vec![SECURITY_VNC_AUTH]));
@@ -1046,21 +1033,13 @@ mod tests {
             read_n(&mut stream, 12).await
         })
         .await;
-        let tls = no_verification();
         let proxy = tokio::spawn(async move {
-            negotiate(
-                &mut proxy_side,
-                target,
-                &tls,
-                "127.0.0.1",
-                TIMEOUT,
-                &mut Tally::default(),
-            )
-            .await
-            .map(|n| match n {
-                Negotiated::Passthrough(_, why) => why,
-                Negotiated::Encrypted(_) => panic!("expected a passthrough"),
-            })
+            negotiate_in_test(&mut proxy_side, target, "127.0.0.1", &mut Tally::default())
+                .await
+                .map(|n| match n {
+                    Negotiated::Passthrough(_, why) => why,
+                    Negotiated::Encrypted(_) => panic!("expected a passthrough"),
+                })
         });
         browser_read(&mut browser, 12).await;
         browser_send(&mut browser, b"RFB 003.007\n").await;
@@ -1380,18 +1359,10 @@ mod tests {
     async fn the_browser_must_choose_vnc_authentication() {
         let (mut proxy_side, mut browser) = websocket_pair().await;
         let (target, _server) = vnc_server(x509vnc_server("vnc")).await;
-        let tls = no_verification();
         let proxy = tokio::spawn(async move {
-            negotiate(
-                &mut proxy_side,
-                target,
-                &tls,
-                "127.0.0.1",
-                TIMEOUT,
-                &mut Tally::default(),
-            )
-            .await
-            .err()
+            negotiate_in_test(&mut proxy_side, target, "127.0.0.1", &mut Tally::default())
+                .await
+                .err()
         });
         browser_read(&mut browser, 12).await;
         browser_send(&mut browser, RFB_3_8).await;
@@ -1407,18 +1378,10 @@ mod tests {
     async fn a_browser_that_leaves_is_named() {
         let (mut proxy_side, mut browser) = websocket_pair().await;
         let (target, _server) = vnc_server(x509vnc_server("vnc")).await;
-        let tls = no_verification();
         let proxy = tokio::spawn(async move {
-            negotiate(
-                &mut proxy_side,
-                target,
-                &tls,
-                "127.0.0.1",
-                TIMEOUT,
-                &mut Tally::default(),
-            )
-            .await
-            .err()
+            negotiate_in_test(&mut proxy_side, target, "127.0.0.1", &mut Tally::default())
+                .await
+                .err()
         });
         browser_read(&mut browser, 12).await;
         browser.close(None).await.unwrap();
