@@ -95,12 +95,39 @@ pub async fn connect_any(
 }
 
 /// No Nagle delay (console input is small and latency-bound) and TCP keepalive, so a peer
-/// that vanished without a FIN is eventually noticed.
-pub fn tune(stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
+/// that vanished without a FIN is eventually noticed. On a listening socket, Linux hands
+/// both to every accepted connection: no system calls per browser.
+pub fn tune<S: std::os::fd::AsFd>(socket: &S) {
+    let socket = socket2::SockRef::from(socket);
+    let _ = socket.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
         .with_retries(6);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_the_listeners_options() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        tune(&socket);
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let accepted = socket2::SockRef::from(&accepted);
+        assert!(accepted.nodelay().unwrap());
+        assert!(accepted.keepalive().unwrap());
+        assert_eq!(accepted.keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            accepted.keepalive_interval().unwrap(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(accepted.keepalive_retries().unwrap(), 6);
+    }
 }

@@ -72,6 +72,8 @@ pub async fn bind(settings: &Settings) -> io::Result<TcpListener> {
         TcpSocket::new_v4()?
     };
     socket.set_reuseaddr(true)?;
+    // Inherited by every accepted browser connection.
+    connect::tune(&socket);
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -183,7 +185,6 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: Arc
             )
         });
     }
-    connect::tune(&stream);
     let deadline = Instant::now() + settings.handshake_timeout;
 
     // Behind a trusted load balancer the client is whom its PROXY protocol header names:
