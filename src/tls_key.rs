@@ -10,10 +10,9 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private};
 use openssl::rsa::Padding;
 use openssl::sign::RsaPssSaltlen;
-use openssl::x509::X509;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, SubjectPublicKeyInfoDer};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
 /// Preferred first, as rustls's own RSA keys choose: PSS before PKCS#1 v1.5 (TLS 1.3 allows
@@ -35,41 +34,19 @@ pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: &PrivateKeyDer<'_>,
 ) -> Result<Arc<dyn ResolvesServerCert>, rustls::Error> {
-    let leaf = chain
-        .first()
-        .ok_or(rustls::Error::NoCertificatesPresented)?;
     let signing: Arc<dyn SigningKey> = match PKey::private_key_from_der(key.secret_der()) {
-        Ok(rsa) if rsa.id() == Id::RSA => {
-            let matches = X509::from_der(leaf.as_ref())
-                .and_then(|cert| cert.public_key())
-                .is_ok_and(|public| public.public_eq(&rsa));
-            if !matches {
-                return Err(rustls::Error::General(
-                    "the private key does not match the certificate".into(),
-                ));
-            }
-            Arc::new(OpensslRsaKey(Arc::new(rsa)))
-        }
-        // Not RSA, or a form only rustls reads: ring signs, rustls checks the pair.
-        _ => {
-            let key = rustls::crypto::ring::sign::any_supported_type(key)?;
-            let certified = CertifiedKey::new(chain, key);
-            certified.keys_match()?;
-            return Ok(Arc::new(OneCertificate(Arc::new(certified))));
-        }
+        Ok(rsa) if rsa.id() == Id::RSA => Arc::new(OpensslRsaKey(Arc::new(rsa))),
+        // Not RSA, or a form only rustls reads: ring signs.
+        _ => rustls::crypto::ring::sign::any_supported_type(key)?,
     };
-    Ok(Arc::new(OneCertificate(Arc::new(CertifiedKey::new(
-        chain, signing,
-    )))))
-}
-
-/// Every client gets the one configured certificate (what `with_single_cert` does).
-#[derive(Debug)]
-struct OneCertificate(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for OneCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+    let certified = CertifiedKey::new(chain, signing);
+    // rustls compares the key's public half with the certificate's, as `with_single_cert`.
+    match certified.keys_match() {
+        Err(rustls::Error::InconsistentKeys(_)) => Err(rustls::Error::General(
+            "the private key does not match the certificate".into(),
+        )),
+        Err(e) => Err(e),
+        Ok(()) => Ok(Arc::new(SingleCertAndKey::from(certified))),
     }
 }
 
@@ -88,6 +65,13 @@ impl SigningKey for OpensslRsaKey {
             key: self.0.clone(),
             scheme,
         }))
+    }
+
+    fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
+        self.0
+            .public_key_to_der()
+            .ok()
+            .map(SubjectPublicKeyInfoDer::from)
     }
 
     fn algorithm(&self) -> SignatureAlgorithm {
@@ -164,7 +148,9 @@ mod tests {
 
     #[test]
     fn signatures_verify_against_the_certificate_for_each_scheme() {
-        let cert = X509::from_pem(&std::fs::read("tests/fixtures/pki/proxy.pem").unwrap()).unwrap();
+        let cert =
+            openssl::x509::X509::from_pem(&std::fs::read("tests/fixtures/pki/proxy.pem").unwrap())
+                .unwrap();
         let public = cert.public_key().unwrap();
         for scheme in RSA_SCHEMES {
             let signer = rsa_signer(&[scheme]).unwrap();
