@@ -42,8 +42,8 @@ pub struct Coalesce<T> {
     gathered: Vec<u8>,
     /// Bytes of `gathered` already written out.
     written: usize,
-    /// Read ahead and not yet asked for (from `ahead_at`); empty and unallocated unless a
-    /// bulk upload is under way.
+    /// Read ahead and not yet asked for; empty and unallocated unless a bulk upload is
+    /// under way.
     ahead: BytesMut,
     /// The last read filled all the caller asked for: more is probably waiting.
     bulk: bool,

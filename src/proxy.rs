@@ -71,6 +71,9 @@ impl std::fmt::Debug for Proxy {
 pub struct Shared {
     proxy: ArcSwap<Proxy>,
     pub limits: Arc<Limits>,
+    /// Connections in their TLS or HTTP phase per client address, bounded by
+    /// `MAX_HANDSHAKES_PER_CLIENT` (the total is the server's own count).
+    pub client_handshakes: Arc<Limits>,
     pub registry: Arc<Registry>,
     /// Resumable sessions waiting for their browser.
     pub parking: Arc<Parking>,
@@ -86,9 +89,11 @@ impl Shared {
             proxy.settings.max_sessions,
             proxy.settings.max_sessions_per_client,
         );
+        let client_handshakes = Limits::new(usize::MAX, proxy.settings.max_handshakes_per_client);
         Arc::new(Shared {
             proxy: ArcSwap::from_pointee(proxy),
             limits,
+            client_handshakes,
             registry: Arc::default(),
             parking: Arc::default(),
             metrics: Arc::default(),
@@ -107,6 +112,8 @@ impl Shared {
             proxy.settings.max_sessions,
             proxy.settings.max_sessions_per_client,
         );
+        self.client_handshakes
+            .set(usize::MAX, proxy.settings.max_handshakes_per_client);
         self.proxy.store(Arc::new(proxy));
     }
 }

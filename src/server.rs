@@ -29,7 +29,6 @@ use tracing::{debug, info, warn, Instrument};
 use crate::coalesce::Coalesce;
 use crate::config::{ListenHost, Settings};
 use crate::connect;
-use crate::limits::Limits;
 use crate::metrics::Dropped;
 use crate::proxy::{Proxy, Shared};
 use crate::splice::SharedTcp;
@@ -89,7 +88,6 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         draining: draining.clone(),
         closing: closing.clone(),
         handshakes: AtomicUsize::new(0),
-        client_handshakes: Limits::new(usize::MAX, usize::MAX),
     });
 
     tokio::pin!(shutdown);
@@ -150,11 +148,9 @@ struct Context {
     draining: CancellationToken,
     /// Fired when the grace period ends: relaying sessions close with 1001.
     closing: CancellationToken,
-    /// Connections in their TLS or HTTP phase, bounded by `MAX_HANDSHAKES`.
+    /// Connections in their TLS or HTTP phase, bounded by `MAX_HANDSHAKES` (per client
+    /// address: [`Shared::client_handshakes`]).
     handshakes: AtomicUsize,
-    /// The same per client address, bounded by `MAX_HANDSHAKES_PER_CLIENT` (the total is
-    /// `handshakes`' job).
-    client_handshakes: Arc<Limits>,
 }
 
 /// Counts one connection in its handshake phase for as long as it lives.
@@ -213,11 +209,8 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: Arc
         }
     }
     // Counted once the client is known: a load balancer's connections are its clients'.
-    // Each connection applies the maximum of the configuration it runs under.
-    context
-        .client_handshakes
-        .set(usize::MAX, settings.max_handshakes_per_client);
-    let Ok(_client_slot) = context.client_handshakes.try_acquire(client.ip()) else {
+    let client_handshakes = &context.shared.client_handshakes;
+    let Ok(_client_slot) = client_handshakes.try_acquire(client.ip()) else {
         metrics.dropped(Dropped::MaxHandshakesPerClient);
         return span.in_scope(|| {
             debug!(
