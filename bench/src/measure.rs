@@ -2,6 +2,7 @@
 //! either way, round-trip latency, session setup rate, and idle sessions held. Every loop is
 //! bounded in count and in time; a subject that fails gets an error string, never a number.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{Access, Client};
 use crate::procstat;
-use crate::sink::{Mode, ACK_EVERY, GREETING};
+use crate::sink::{self, Mode, GREETING};
 use crate::wire::Conn;
 
 /// Bound on any single step (open, one round trip) of a session.
@@ -147,21 +148,25 @@ pub async fn throughput_down(
             }
         });
     }
-    let measured = window(profile, &received, pid).await;
+    let measured = window(profile, pid, || {
+        std::future::ready(Ok(received.load(Ordering::Relaxed)))
+    })
+    .await;
     stop.cancel();
     finish(tasks).await;
     check(&failure)?;
-    nonzero(measured)
+    nonzero(measured?)
 }
 
 /// Browser-to-target throughput over one session into the sink's discard behaviour, counted
-/// by the sink's in-band acknowledgements (one byte per MiB it received).
+/// where the bytes arrive: the sink at `stats` says how many it has received.
 ///
 /// # Errors
 /// The session could not be opened or ended during the measurement.
 pub async fn throughput_up(
     client: &Client,
     access: &Access,
+    stats: SocketAddr,
     pid: Option<u32>,
     message_size: usize,
     profile: &Profile,
@@ -170,7 +175,6 @@ pub async fn throughput_up(
     let payload: Vec<u8> = (0..message_size).map(|i| (i % 253) as u8).collect();
     let wire = conn.wire_message(&payload);
     let (mut reader, mut writer) = conn.into_split();
-    let acked = Arc::new(AtomicU64::new(0));
     let failure = Arc::new(Mutex::new(None::<String>));
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -189,14 +193,15 @@ pub async fn throughput_up(
         });
     }
     {
-        let (acked, failure, stop) = (acked.clone(), failure.clone(), stop.clone());
+        // Nothing comes back; reading notices the session ending mid-transfer.
+        let (failure, stop) = (failure.clone(), stop.clone());
         tasks.spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     result = reader.recv(&mut buf) => match result {
-                        Ok(r) if !r.closed => { acked.fetch_add(r.payload as u64 * ACK_EVERY, Ordering::Relaxed); }
+                        Ok(r) if !r.closed => {}
                         Ok(_) => { record(&failure, "session closed during the transfer".into()); break; }
                         Err(e) => { record(&failure, e.to_string()); break; }
                     },
@@ -204,26 +209,40 @@ pub async fn throughput_up(
             }
         });
     }
-    let measured = window(profile, &acked, pid).await;
+    let measured = window(profile, pid, || async move {
+        sink::discarded(stats)
+            .await
+            .map_err(|e| format!("reading the sink's count: {e}"))
+    })
+    .await;
     stop.cancel();
     finish(tasks).await;
     check(&failure)?;
-    nonzero(measured)
+    nonzero(measured?)
 }
 
-/// Waits out the warm-up, then measures `counter` and the subject's CPU over the window.
-async fn window(profile: &Profile, counter: &AtomicU64, pid: Option<u32>) -> Throughput {
+/// Waits out the warm-up, then measures the byte count `count` reads and the subject's CPU
+/// over the window.
+async fn window<F, Fut>(
+    profile: &Profile,
+    pid: Option<u32>,
+    mut count: F,
+) -> Result<Throughput, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
     tokio::time::sleep(profile.warmup).await;
-    let (bytes_before, cpu_before, started) =
-        (counter.load(Ordering::Relaxed), cpu(pid), Instant::now());
+    let bytes_before = count().await?;
+    let (cpu_before, started) = (cpu(pid), Instant::now());
     tokio::time::sleep(profile.window).await;
-    let (bytes_after, cpu_after, elapsed) =
-        (counter.load(Ordering::Relaxed), cpu(pid), started.elapsed());
-    let bytes = bytes_after - bytes_before;
-    Throughput {
+    let bytes_after = count().await?;
+    let (cpu_after, elapsed) = (cpu(pid), started.elapsed());
+    let bytes = bytes_after.saturating_sub(bytes_before);
+    Ok(Throughput {
         bytes_per_second: bytes as f64 / elapsed.as_secs_f64(),
         cpu_seconds_per_gb: cost(cpu_before, cpu_after, bytes),
-    }
+    })
 }
 
 fn nonzero(measured: Throughput) -> Result<Throughput, String> {

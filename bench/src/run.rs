@@ -343,7 +343,16 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
             continue;
         };
         let pid = l.pid(Mode::Discard);
-        match measure::throughput_up(client, &l.access, pid, UP_MESSAGE, profile).await {
+        match measure::throughput_up(
+            client,
+            &l.access,
+            bench.sink.stats_addr(),
+            pid,
+            UP_MESSAGE,
+            profile,
+        )
+        .await
+        {
             Ok(t) => {
                 results.sample(Figure::UpOne, subject, t.bytes_per_second / 1e6);
                 cpu_sample(results, Figure::CpuUp, subject, t.cpu_seconds_per_gb);

@@ -3,8 +3,9 @@
 //! behaviour, so a proxy needs no in-band instruction to pick one:
 //!
 //! - `source` writes as fast as the connection takes (the framebuffer direction);
-//! - `discard` reads and acknowledges every MiB received with one byte, so the client can
-//!   measure browser-to-target throughput in band, through the proxy;
+//! - `discard` reads and counts what it received, and a `stats` listener answers each
+//!   connection with that count: browser-to-target throughput is measured where the bytes
+//!   arrive, with no return traffic a proxy might hold back while the upload runs;
 //! - `echo` sends back what it reads (latency, session setup);
 //! - `console` first sends [`GREETING`] bytes, as a VNC server sends its first framebuffer
 //!   update, then echoes: an idle console that has streamed once (idle sessions).
@@ -12,13 +13,14 @@
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Bytes per acknowledgement from the discard listener.
-pub const ACK_EVERY: u64 = 1 << 20;
+/// Bytes the discard listener has received, over all its connections.
+static DISCARDED: AtomicU64 = AtomicU64::new(0);
 
 /// What the console listener sends first: every relay buffer reaches its working size, as
 /// it does for a real console's first screen, before the session goes idle.
@@ -65,6 +67,8 @@ pub struct SinkPorts {
     pub discard: u16,
     pub echo: u16,
     pub console: u16,
+    /// Answers every connection with [`DISCARDED`] in decimal, then closes.
+    pub stats: u16,
 }
 
 impl SinkPorts {
@@ -81,20 +85,28 @@ impl SinkPorts {
         SocketAddr::from(([127, 0, 0, 1], self.port(mode)))
     }
 
+    pub fn stats_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.stats))
+    }
+
     /// The line the sink prints once it listens.
     pub fn to_line(self) -> String {
         format!(
-            "sink source={} discard={} echo={} console={}",
-            self.source, self.discard, self.echo, self.console
+            "sink source={} discard={} echo={} console={} stats={}",
+            self.source, self.discard, self.echo, self.console, self.stats
         )
     }
 
     /// Parses [`SinkPorts::to_line`].
     pub fn parse_line(line: &str) -> Option<SinkPorts> {
-        let mut ports = [None; 4];
+        let mut ports = [None; 5];
         for word in line.strip_prefix("sink ")?.split_whitespace() {
             let (name, value) = word.split_once('=')?;
-            let slot = Mode::ALL.iter().position(|m| m.name() == name)?;
+            let slot = match Mode::ALL.iter().position(|m| m.name() == name) {
+                Some(slot) => slot,
+                None if name == "stats" => 4,
+                None => return None,
+            };
             ports[slot] = Some(value.parse().ok()?);
         }
         Some(SinkPorts {
@@ -102,11 +114,12 @@ impl SinkPorts {
             discard: ports[1]?,
             echo: ports[2]?,
             console: ports[3]?,
+            stats: ports[4]?,
         })
     }
 }
 
-/// Listens on three loopback ports, prints them, and serves until standard input closes
+/// Listens on one loopback port per behaviour and one for statistics, prints them, and serves until standard input closes
 /// (the benchmark that started it is gone) or `lifetime` passes.
 ///
 /// # Errors
@@ -116,17 +129,20 @@ pub async fn run(lifetime: Duration) -> io::Result<()> {
     for _ in Mode::ALL {
         listeners.push(TcpListener::bind("127.0.0.1:0").await?);
     }
+    let stats = TcpListener::bind("127.0.0.1:0").await?;
     let port = |i: usize| listeners[i].local_addr().map(|a| a.port());
     let ports = SinkPorts {
         source: port(0)?,
         discard: port(1)?,
         echo: port(2)?,
         console: port(3)?,
+        stats: stats.local_addr()?.port(),
     };
     println!("{}", ports.to_line());
     for (listener, mode) in listeners.into_iter().zip(Mode::ALL) {
         tokio::spawn(accept_loop(listener, mode));
     }
+    tokio::spawn(serve_stats(stats));
     let stdin_closed = async {
         let mut line = String::new();
         let mut stdin = BufReader::new(tokio::io::stdin());
@@ -153,6 +169,36 @@ async fn accept_loop(listener: TcpListener, mode: Mode) {
     }
 }
 
+async fn serve_stats(listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((mut stream, _)) => {
+                let count = DISCARDED.load(Ordering::Relaxed).to_string();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    stream.write_all(count.as_bytes()),
+                )
+                .await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Reads the discard listener's count from the sink at `addr`.
+///
+/// # Errors
+/// The sink does not answer, or answers something that is not a count.
+pub async fn discarded(addr: SocketAddr) -> io::Result<u64> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    answer
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::new(ErrorKind::InvalidData, format!("sink stats: {answer:?}")))
+}
+
 async fn serve(stream: TcpStream, mode: Mode) -> io::Result<()> {
     match mode {
         Mode::Source => source(stream).await,
@@ -177,18 +223,12 @@ async fn source(mut stream: TcpStream) -> io::Result<()> {
 
 async fn discard(mut stream: TcpStream) -> io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
-    let mut received = 0u64;
-    let mut next_ack = ACK_EVERY;
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
         }
-        received += n as u64;
-        while received >= next_ack {
-            stream.write_all(&[1]).await?;
-            next_ack += ACK_EVERY;
-        }
+        DISCARDED.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -220,9 +260,14 @@ mod tests {
             discard: 2,
             echo: 65535,
             console: 4,
+            stats: 5,
         };
         assert_eq!(SinkPorts::parse_line(&ports.to_line()), Some(ports));
         assert_eq!(SinkPorts::parse_line("sink source=1 echo=2"), None);
+        assert_eq!(
+            SinkPorts::parse_line("sink source=1 discard=2 echo=3 console=4 stats=5 extra=6"),
+            None
+        );
         assert_eq!(SinkPorts::parse_line("hello"), None);
     }
 }
