@@ -21,7 +21,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
@@ -31,8 +31,10 @@ pub const GATHERED_WRITE: usize = crate::relay::FRAME_TO_CLIENT;
 /// Most bytes gathered before they are written out: one read from the target, in frames.
 const GATHER_LIMIT: usize = 64 * 1024 + 1024;
 
-/// Most bytes read ahead in one system call during a bulk upload.
-const READ_AHEAD: usize = 64 * 1024;
+/// Most bytes read ahead in one system call during a bulk upload: 1 MiB against 64 KiB took
+/// browser→target from about 0.4x to 0.55-0.75x of loopback, at half the CPU per byte, side by
+/// side. Only a session in a bulk upload holds it, and only until drained.
+const READ_AHEAD: usize = 1024 * 1024;
 
 /// A stream whose large writes are gathered until the next small write or flush, and whose
 /// reads, during bulk uploads, are served from one larger read.
@@ -63,7 +65,8 @@ impl<T> Coalesce<T> {
     /// Hands out what was read ahead; the buffer goes once it is empty.
     fn take_ahead(&mut self, buf: &mut ReadBuf<'_>) {
         let n = buf.remaining().min(self.ahead.len());
-        buf.put_slice(&self.ahead.split_to(n));
+        buf.put_slice(&self.ahead[..n]);
+        self.ahead.advance(n);
         if self.ahead.is_empty() {
             self.ahead = BytesMut::new();
         }

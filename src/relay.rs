@@ -40,8 +40,9 @@ const IDLE_CHUNK: usize = 1024;
 /// A browser message at least this large may start a batch.
 const BATCH_FROM: usize = 4 * 1024;
 
-/// Most bytes from the browser gathered into one write to the target.
-const BATCH_TO_TARGET: usize = 256 * 1024;
+/// Most bytes from the browser gathered into one write to the target: one read-ahead's worth
+/// (see [`crate::coalesce`]), so a bulk upload wakes the target once per MiB.
+const BATCH_TO_TARGET: usize = 1024 * 1024;
 
 /// A full read of this size means a burst: with a [`Splice`], the rest of it is spliced.
 const SPLICE_FROM: usize = 8 * 1024;

@@ -414,6 +414,62 @@ async fn stalls_the_target_not_memory(tls: bool) {
 }
 
 #[tokio::test]
+async fn a_target_that_stops_reading_stalls_the_browser_not_memory() {
+    // ws:// reads bulk uploads ahead and batches them (up to 1 MiB each); wss:// does not.
+    for tls in [false, true] {
+        stalls_the_browser_not_memory(tls).await;
+    }
+}
+
+async fn stalls_the_browser_not_memory(tls: bool) {
+    const MESSAGE: usize = 32 * 1024;
+    let (target, received, resume) = stalling_reader(1024 * 1024).await;
+    let proxy = ProxyProcess::start("");
+    let (mut client, _) = ws_connect(proxy.addr, tls, &ticket_for(target), Some("binary"))
+        .await
+        .unwrap();
+    let payload = vec![0xa5u8; MESSAGE];
+    let rss_before = rss_kib(proxy.pid());
+    // Bounded: at most 256 MiB offered; a send that waits 2 s means the flow has stalled.
+    let mut sent = 0usize;
+    for _ in 0..8 * 1024 {
+        let send = client.send(Message::Binary(payload.clone().into()));
+        match tokio::time::timeout(Duration::from_secs(2), send).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => break,
+        }
+        sent += MESSAGE;
+    }
+    let rss_after = rss_kib(proxy.pid());
+    let at_target = received.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "tls={tls}: browser stalled after {sent} bytes, target read {at_target}; proxy RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "{sent} bytes taken from a browser whose target stopped reading"
+    );
+    // Kernel buffers on both sockets, one read-ahead and one batch at most.
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "proxy memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // The target reads again: everything the browser sent arrives.
+    resume.notify_one();
+    for _ in 0..200 {
+        if received.load(std::sync::atomic::Ordering::SeqCst) >= sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        received.load(std::sync::atomic::Ordering::SeqCst) >= sent,
+        "the target got {} of the {sent} bytes sent once it read again",
+        received.load(std::sync::atomic::Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
 async fn refusals_before_the_upgrade_on_request() {
     let echo = EchoServer::start().await;
     let proxy = ProxyProcess::start("REFUSE_WITH_HTTP_STATUS=True");

@@ -460,6 +460,36 @@ pub async fn flood_server() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, written)
 }
 
+/// A target that reads `first` bytes, then stops reading until `resume` is notified, then
+/// reads on; `received` counts every byte it read.
+pub async fn stalling_reader(
+    first: usize,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<tokio::sync::Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let resume = Arc::new(tokio::sync::Notify::new());
+    let (counter, go_on) = (received.clone(), resume.clone());
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut stalled = false;
+        loop {
+            if !stalled && counter.load(Ordering::SeqCst) >= first {
+                stalled = true;
+                go_on.notified().await;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => counter.fetch_add(n, Ordering::SeqCst),
+            };
+        }
+    });
+    (addr, received, resume)
+}
+
 /// Resident memory of a process in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
