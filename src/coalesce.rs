@@ -1,5 +1,6 @@
-//! Write coalescing for a plain (ws://) browser connection, under hyper and the WebSocket
-//! layer.
+//! Write coalescing for a browser connection, right on its TCP socket: under hyper and the
+//! WebSocket layer on ws://, under the TLS layer on wss:// (rustls writes one record per
+//! frame, with `write_vectored`, and those records are gathered the same way).
 //!
 //! tungstenite writes every frame with its own write call and keeps its write buffer at the
 //! size of the largest frame it ever sent, for the rest of the session. The relay therefore
@@ -74,6 +75,29 @@ impl<T> Coalesce<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Coalesce<T> {
+    /// Takes a large write into the gathering buffer (writing out what is there first if it
+    /// would not fit), or writes it straight through when it alone fills the buffer.
+    fn poll_gather(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.gathered.len() + len > GATHER_LIMIT {
+            ready!(self.poll_drain(cx))?;
+        }
+        if self.gathered.is_empty() && len >= GATHER_LIMIT {
+            return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        }
+        if self.gathered.capacity() == 0 {
+            self.gathered.reserve_exact(GATHER_LIMIT);
+        }
+        for buf in bufs {
+            self.gathered.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(len))
+    }
+
     /// Writes out everything gathered, then releases the buffer.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.gathered.len() {
@@ -128,17 +152,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if data.len() >= GATHERED_WRITE {
-            if this.gathered.len() + data.len() > GATHER_LIMIT {
-                ready!(this.poll_drain(cx))?;
-            }
-            if this.gathered.is_empty() && data.len() >= GATHER_LIMIT {
-                return Pin::new(&mut this.inner).poll_write(cx, data);
-            }
-            if this.gathered.capacity() == 0 {
-                this.gathered.reserve_exact(GATHER_LIMIT);
-            }
-            this.gathered.extend_from_slice(data);
-            return Poll::Ready(Ok(data.len()));
+            return this.poll_gather(cx, &[IoSlice::new(data)]);
         }
         // A small write ends the batch: what is gathered and this write go out together.
         while this.written < this.gathered.len() {
@@ -163,13 +177,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         Pin::new(&mut this.inner).poll_write(cx, data)
     }
 
+    /// rustls writes its records this way: under TLS, a record of a full-size frame is
+    /// gathered like the frame itself would be on a plain connection.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_drain(cx))?;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        if bufs.iter().map(|b| b.len()).sum::<usize>() >= GATHERED_WRITE {
+            return this.poll_gather(cx, bufs);
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -212,6 +232,42 @@ mod tests {
         let mut got = vec![0u8; GATHERED_WRITE];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(got, frame);
+    }
+
+    #[tokio::test]
+    async fn large_vectored_writes_are_gathered_too_and_small_ones_go_out_after_them() {
+        // rustls writes its records with write_vectored.
+        use tokio::io::AsyncWrite;
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut stream = Coalesce::new(near);
+        let (head, body) = (vec![2u8; 5], vec![3u8; GATHERED_WRITE]);
+        for _ in 0..3 {
+            let slices = [IoSlice::new(&head), IoSlice::new(&body)];
+            let n =
+                std::future::poll_fn(|cx| Pin::new(&mut stream).poll_write_vectored(cx, &slices))
+                    .await
+                    .unwrap();
+            assert_eq!(n, head.len() + body.len(), "taken whole");
+        }
+        assert_eq!(stream.gathered.len(), 3 * (head.len() + body.len()));
+        let small = [IoSlice::new(b"alert")];
+        std::future::poll_fn(|cx| Pin::new(&mut stream).poll_write_vectored(cx, &small))
+            .await
+            .unwrap();
+        assert_eq!(
+            stream.gathered.capacity(),
+            0,
+            "written out before the small write"
+        );
+        let mut got = vec![0u8; 3 * (head.len() + body.len()) + 5];
+        far.read_exact(&mut got).await.unwrap();
+        let mut expected = Vec::new();
+        for _ in 0..3 {
+            expected.extend_from_slice(&head);
+            expected.extend_from_slice(&body);
+        }
+        expected.extend_from_slice(b"alert");
+        assert_eq!(got, expected);
     }
 
     #[tokio::test]

@@ -250,6 +250,9 @@ async fn serve_connection(
             return warn!("TLS connection refused: no SSL_CERTIFICATE is configured");
         };
         let started = Instant::now();
+        // Under the TLS layer: rustls writes one record per frame, each a system call of its
+        // own unless gathered here.
+        let stream = Coalesce::new(stream);
         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Err(_) => {
                 metrics.dropped(Dropped::HandshakeTimeout);
@@ -271,7 +274,6 @@ async fn serve_connection(
     } else {
         // Shared with the session, which may splice target bytes straight into it.
         let socket = SharedTcp::new(stream);
-        // Over TLS, rustls already gathers frames into records; plain TCP gets the same.
         let stream = Coalesce::new(socket.clone());
         serve_http(stream, client, Some(socket), deadline, context, proxy).await;
     }
