@@ -81,8 +81,8 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
+        len: usize,
     ) -> Poll<io::Result<usize>> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
         if self.gathered.len() + len > GATHER_LIMIT {
             ready!(self.poll_drain(cx))?;
         }
@@ -152,7 +152,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if data.len() >= GATHERED_WRITE {
-            return this.poll_gather(cx, &[IoSlice::new(data)]);
+            return this.poll_gather(cx, &[IoSlice::new(data)], data.len());
         }
         // A small write ends the batch: what is gathered and this write go out together.
         while this.written < this.gathered.len() {
@@ -185,8 +185,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if bufs.iter().map(|b| b.len()).sum::<usize>() >= GATHERED_WRITE {
-            return this.poll_gather(cx, bufs);
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if len >= GATHERED_WRITE {
+            return this.poll_gather(cx, bufs, len);
         }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)

@@ -415,7 +415,8 @@ async fn stalls_the_target_not_memory(tls: bool) {
 
 #[tokio::test]
 async fn a_target_that_stops_reading_stalls_the_browser_not_memory() {
-    // ws:// reads bulk uploads ahead and batches them (up to 1 MiB each); wss:// does not.
+    // Both read bulk uploads ahead and batch them (up to 1 MiB each): ws:// for tungstenite,
+    // wss:// for rustls.
     for tls in [false, true] {
         stalls_the_browser_not_memory(tls).await;
     }

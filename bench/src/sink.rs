@@ -119,8 +119,9 @@ impl SinkPorts {
     }
 }
 
-/// Listens on one loopback port per behaviour and one for statistics, prints them, and serves until standard input closes
-/// (the benchmark that started it is gone) or `lifetime` passes.
+/// Listens on one loopback port per behaviour and one for statistics, prints them, and
+/// serves until standard input closes (the benchmark that started it is gone) or `lifetime`
+/// passes.
 ///
 /// # Errors
 /// A listener cannot be bound.
