@@ -196,7 +196,7 @@ pub async fn run<S, T>(
     stop: &Stop,
     counters: &Counters,
     retained: Option<&Retained>,
-    splice: Option<&Splice>,
+    splice: Option<Splice>,
 ) -> Outcome<T>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -301,7 +301,7 @@ where
     let target_to_client = async {
         let mut buf = BytesMut::new();
         let mut want = IDLE_CHUNK;
-        let splice = splice.filter(|_| retained.is_none());
+        let splice = splice.as_ref().filter(|_| retained.is_none());
         let has_room = || retained.is_none_or(Retained::has_room);
         loop {
             tokio::select! {
@@ -368,51 +368,50 @@ where
         }
     };
 
-    let heartbeat = async {
-        let Some(interval) = options.heartbeat_interval else {
-            return std::future::pending().await;
-        };
+    // One timer for every deadline of the session (heartbeat, idle limit, time limit): each
+    // armed timer is state an idle console carries.
+    let deadlines = async {
         loop {
             let now = Instant::now();
-            if now >= since(&last_from_client) + options.heartbeat_timeout {
-                return ClosedBy::HeartbeatTimeout;
+            let mut next: Option<Instant> = None;
+            let mut wake_at = |at: Instant| next = Some(next.map_or(at, |n| n.min(at)));
+            if let Some(limit) = options.max_duration {
+                if now >= started + limit {
+                    return ClosedBy::MaxDuration;
+                }
+                wake_at(started + limit);
             }
-            if now >= since(&last_frame) + interval {
-                // Counts as traffic now, so the next ping is one interval away.
-                last_frame.store(now_ms(), Ordering::Relaxed);
-                ping_now.notify_one();
+            if let Some(limit) = options.idle_timeout {
+                let deadline = since(&last_data) + limit;
+                if now >= deadline {
+                    return ClosedBy::IdleTimeout;
+                }
+                wake_at(deadline);
             }
-            let next = (since(&last_frame) + interval)
-                .min(since(&last_from_client) + options.heartbeat_timeout);
-            tokio::time::sleep_until(next).await;
-        }
-    };
-
-    let idle = async {
-        let Some(limit) = options.idle_timeout else {
-            return std::future::pending().await;
-        };
-        loop {
-            let deadline = since(&last_data) + limit;
-            if Instant::now() >= deadline {
-                return ClosedBy::IdleTimeout;
+            if let Some(interval) = options.heartbeat_interval {
+                let gone_at = since(&last_from_client) + options.heartbeat_timeout;
+                if now >= gone_at {
+                    return ClosedBy::HeartbeatTimeout;
+                }
+                if now >= since(&last_frame) + interval {
+                    // Counts as traffic now, so the next ping is one interval away.
+                    last_frame.store(now_ms(), Ordering::Relaxed);
+                    ping_now.notify_one();
+                }
+                wake_at(since(&last_frame) + interval);
+                wake_at(gone_at);
             }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
-    let expiry = async {
-        match options.max_duration {
-            Some(limit) => tokio::time::sleep_until(started + limit).await,
-            None => std::future::pending().await,
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => return std::future::pending().await,
+            }
         }
     };
 
     let closed_by = tokio::select! {
         end = client_to_target => end,
         end = target_to_client => end,
-        end = idle => end,
-        end = heartbeat => end,
-        () = expiry => ClosedBy::MaxDuration,
+        end = deadlines => end,
         () = stop.shutdown.cancelled() => ClosedBy::Shutdown,
         () = stop.admin.cancelled() => ClosedBy::Admin,
         () = stop.detach.cancelled() => ClosedBy::ClientGone("replaced by a re-attach".into()),

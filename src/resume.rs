@@ -232,7 +232,8 @@ impl Retained {
     }
 }
 
-/// A browser coming back to a parked session.
+/// A browser coming back to a parked session. It travels boxed: a relaying resumable
+/// session keeps a slot for one, and idle sessions should not pay for a whole WebSocket.
 pub struct Reattach {
     pub websocket: HyperWebsocketStream,
     /// Stream bytes the browser says it received before the drop.
@@ -246,7 +247,7 @@ pub struct Reattach {
 /// over.
 #[derive(Default)]
 pub struct Parking {
-    waiting: Mutex<HashMap<[u8; 32], oneshot::Sender<Reattach>>>,
+    waiting: Mutex<HashMap<[u8; 32], oneshot::Sender<Box<Reattach>>>>,
 }
 
 impl std::fmt::Debug for Parking {
@@ -259,7 +260,7 @@ impl std::fmt::Debug for Parking {
 
 impl Parking {
     /// Files a session under `key`; it gets its browser back through the receiver.
-    pub fn park(&self, key: [u8; 32]) -> oneshot::Receiver<Reattach> {
+    pub fn park(&self, key: [u8; 32]) -> oneshot::Receiver<Box<Reattach>> {
         let (tx, rx) = oneshot::channel();
         self.lock().insert(key, tx);
         rx
@@ -275,15 +276,15 @@ impl Parking {
     ///
     /// # Errors
     /// No session waits under that secret (wrong, used, or expired): the browser is given back.
-    pub fn reattach(&self, secret: &str, reattach: Reattach) -> Result<(), Box<Reattach>> {
+    pub fn reattach(&self, secret: &str, reattach: Box<Reattach>) -> Result<(), Box<Reattach>> {
         let waiting = self.lock().remove(&key_of(secret));
         match waiting {
-            Some(session) => session.send(reattach).map_err(Box::new),
-            None => Err(Box::new(reattach)),
+            Some(session) => session.send(reattach),
+            None => Err(reattach),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], oneshot::Sender<Reattach>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], oneshot::Sender<Box<Reattach>>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
@@ -240,12 +240,12 @@ pub fn accept_resume(
         };
         let (code, reason) = match request {
             Some(resume::Control::Resume { secret, received }) => {
-                let reattach = Reattach {
+                let reattach = Box::new(Reattach {
                     websocket,
                     received,
                     client: console.client,
                     request_id: console.request_id.clone(),
-                };
+                });
                 match parking.reattach(&secret, reattach) {
                     Ok(()) => return,
                     Err(back) => {
@@ -285,212 +285,318 @@ impl Session {
     /// Relays until the session ends, then logs the summary line. The session is in the
     /// registry while it runs; a resumable one whose browser vanishes waits for it to come
     /// back before it ends.
-    pub async fn run(self, closing: CancellationToken, shared: Arc<Shared>) {
-        let span = tracing::info_span!("session", request_id = %self.console.request_id, target = %self.target);
-        self.relay(closing, shared).instrument(span).await;
+    ///
+    /// An idle console's memory is mostly this future, so it is kept small: not an `async
+    /// fn` (which would hold `self` a second time beside `relay`'s state), and the rare
+    /// steps (VeNCrypt, re-attaching, refusing a late browser) are boxed rather than laid
+    /// out inside it.
+    pub fn run(
+        self,
+        closing: CancellationToken,
+        shared: Arc<Shared>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // A root span: the session outlives the handshake's connection span it starts in.
+        let span = tracing::info_span!(parent: None, "session", request_id = %self.console.request_id, target = %self.target);
+        self.relay(closing, shared).instrument(span)
     }
 
-    async fn relay(self, closing: CancellationToken, shared: Arc<Shared>) {
-        let Session {
-            console,
-            credential,
-            target,
-            target_stream,
-            websocket,
-            options,
-            resume,
-            connect_took,
-            _permit,
-        } = self;
-        shared.metrics.target_connected(connect_took);
-        let mut websocket = match websocket.await {
-            Ok(websocket) => websocket,
-            Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
-        };
-        let scheme = if console.tls() { "wss" } else { "ws" };
-        info!(client = %console.client, ticket = %credential, scheme, ssl_target = target.ssl_target, resumable = resume.is_some(), "session started");
-        let started = Instant::now();
-        let registered = shared
-            .registry
-            .register(&console.request_id, console.client, &target);
-        let counters = &registered.info.counters;
-        let stop = relay::Stop {
-            shutdown: closing,
-            admin: registered.info.close.clone(),
-            detach: CancellationToken::new(),
-        };
-        let retained = resume.map(|r| Retained::new(r.buffer));
-        let mut secret_key = None;
-        if let Some(r) = resume {
-            let (secret, key) = resume::new_secret();
-            secret_key = Some(key);
-            let hello = Control::Session {
-                secret,
-                grace_secs: r.grace.as_secs(),
-                heartbeat_secs: options
-                    .heartbeat_interval
-                    .map_or(0, |every| every.as_secs_f64().ceil() as u64),
+    // An async block rather than an `async fn`, and fields used in place: an `async fn`
+    // moves its arguments into locals (two copies for the task's whole life), and so would
+    // destructuring.
+    #[allow(clippy::manual_async_fn)]
+    fn relay(
+        self,
+        closing: CancellationToken,
+        shared: Arc<Shared>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        async move {
+            let console = &self.console;
+            shared.metrics.target_connected(self.connect_took);
+            let websocket = match self.websocket.await {
+                Ok(websocket) => websocket,
+                Err(e) => return warn!(reason = %e, "websocket upgrade failed"),
             };
-            if websocket
-                .send(Message::Text(hello.to_text().into()))
-                .await
-                .is_err()
-            {
-                return warn!("browser gone before the session started");
-            }
-        }
-        let secured = secure_target(
-            &mut websocket,
-            target_stream,
-            &target,
-            &shared,
-            counters,
-            retained.as_ref(),
-            &console.request_id,
-        )
-        .await;
-        let closed_by = match secured {
-            Err(closed_by) => closed_by,
-            Ok(mut target_stream) => loop {
-                // Filed while relaying too: a browser that noticed the drop before the proxy
-                // did (or gave up on a silent connection) re-attaches at once, and this
-                // connection is let go.
-                let mut back = secret_key.map(|key| shared.parking.park(key));
-                let relay_stop = relay::Stop {
-                    detach: CancellationToken::new(),
-                    ..stop.clone()
-                };
-                let splice = match (&console.plain, &target_stream) {
-                    (Some(browser), Either::Right(target)) => Some(relay::Splice {
-                        browser: browser.clone(),
-                        target: target.clone(),
-                    }),
-                    _ => None,
-                };
-                let relay = relay::run(
-                    websocket,
-                    target_stream,
-                    options,
-                    &relay_stop,
-                    counters,
-                    retained.as_ref(),
-                    splice.as_ref(),
-                );
-                tokio::pin!(relay);
-                let mut early = None;
-                let outcome = loop {
-                    tokio::select! {
-                        outcome = &mut relay => break outcome,
-                        got = reattached(&mut back), if back.is_some() => {
-                            if got.is_some() {
-                                early = got;
-                                relay_stop.detach.cancel();
-                            }
-                        }
-                    }
-                };
-                let (closed_by, parked_target) = match outcome {
-                    relay::Outcome::Closed(stats) => {
-                        if let Some(key) = secret_key {
-                            shared.parking.unpark(&key);
-                        }
-                        if let Some(late) = early {
-                            let (code, reason) = websocket_refusal(&late.request_id);
-                            close_with(late.websocket, code, reason).await;
-                        }
-                        break stats.closed_by;
-                    }
-                    relay::Outcome::Detached { closed_by, target } => (closed_by, target),
-                };
-                let (Some(r), Some(key), Some(retained)) = (resume, secret_key, retained.as_ref())
-                else {
-                    break closed_by;
-                };
-                let reattach = match early {
-                    Some(reattach) => {
-                        info!(client = %reattach.client, "browser re-attached before its old connection was noticed gone; letting that one go");
-                        Some(reattach)
-                    }
-                    None => {
-                        info!(reason = %closed_by, grace = ?r.grace, "browser connection lost; keeping the console for a re-attach");
-                        tokio::select! {
-                            back = tokio::time::timeout(r.grace, reattached(&mut back)) => back.ok().flatten(),
-                            () = stop.shutdown.cancelled() => None,
-                            () = stop.admin.cancelled() => None,
-                        }
-                    }
-                };
-                shared.parking.unpark(&key);
-                let Some(reattach) = reattach else {
-                    let mut parked_target = parked_target;
-                    let _ = parked_target.shutdown().await;
-                    break ClosedBy::ClientGone(format!(
-                        "{closed_by}; not back within RECONNECT_GRACE_PERIOD"
-                    ));
-                };
-                match continue_stream(reattach, retained, counters).await {
-                    Ok((new_websocket, new_key, client)) => {
-                        info!(%client, "browser re-attached; session continues");
-                        websocket = new_websocket;
-                        secret_key = Some(new_key);
-                        target_stream = parked_target;
-                    }
-                    Err(why) => {
-                        warn!(reason = %why, "re-attach refused: the stream cannot continue");
-                        let mut parked_target = parked_target;
-                        let _ = parked_target.shutdown().await;
-                        break ClosedBy::ClientGone(format!(
-                            "{closed_by}; re-attach failed: {why}"
-                        ));
+            let scheme = if console.tls() { "wss" } else { "ws" };
+            info!(client = %console.client, ticket = %self.credential, scheme, ssl_target = self.target.ssl_target, resumable = self.resume.is_some(), "session started");
+            let started = Instant::now();
+            let registered =
+                shared
+                    .registry
+                    .register(&console.request_id, console.client, &self.target);
+            let counters = &registered.info.counters;
+            let stop = relay::Stop {
+                shutdown: closing,
+                admin: registered.info.close.clone(),
+                detach: CancellationToken::new(),
+            };
+            // Boxed: most sessions are not resumable and should not carry room for it.
+            let resume = self.resume.map(|r| {
+                let (secret, key) = resume::new_secret();
+                Box::new((r, secret, key, Retained::new(r.buffer)))
+            });
+            // The streams are moved into each step and back out, never borrowed across it, so
+            // the task holds them once.
+            let websocket = match resume.as_deref() {
+                Some((r, secret, ..)) => {
+                    let hello = Control::Session {
+                        secret: secret.clone(),
+                        grace_secs: r.grace.as_secs(),
+                        heartbeat_secs: self
+                            .options
+                            .heartbeat_interval
+                            .map_or(0, |every| every.as_secs_f64().ceil() as u64),
+                    };
+                    match send_text(websocket, hello.to_text()).await {
+                        Some(websocket) => websocket,
+                        None => return warn!("browser gone before the session started"),
                     }
                 }
-            },
-        };
-        info!(
-            client = %console.client,
-            bytes_to_target = counters.to_target(),
-            bytes_to_client = counters.to_client(),
-            duration = ?started.elapsed(),
-            %closed_by,
-            "session ended"
-        );
-        shared.metrics.session_ended(started.elapsed());
+                None => websocket,
+            };
+            let retained = resume.as_deref().map(|(.., retained)| retained);
+            let (websocket, secured) = if self.target.ssl_target {
+                Box::pin(secure_target(
+                    websocket,
+                    self.target_stream,
+                    &self.target,
+                    &shared,
+                    counters,
+                    retained,
+                    &console.request_id,
+                ))
+                .await
+            } else {
+                (
+                    websocket,
+                    Ok(Either::Right(SharedTcp::new(self.target_stream))),
+                )
+            };
+            let relaying = Relaying {
+                console,
+                options: self.options,
+                stop: &stop,
+                counters,
+            };
+            let closed_by = match (secured, resume.as_deref()) {
+                (Err(closed_by), _) => closed_by,
+                (Ok(target_stream), None) => relaying.once(websocket, target_stream).await,
+                (Ok(target_stream), Some((r, _, key, retained))) => {
+                    let parked = Parked {
+                        grace: r.grace,
+                        key: *key,
+                        retained,
+                        parking: &shared.parking,
+                    };
+                    Box::pin(relaying.resumable(websocket, target_stream, parked)).await
+                }
+            };
+            info!(
+                client = %console.client,
+                bytes_to_target = counters.to_target(),
+                bytes_to_client = counters.to_client(),
+                duration = ?started.elapsed(),
+                %closed_by,
+                "session ended"
+            );
+            shared.metrics.session_ended(started.elapsed());
+            // Named so the block owns it (it captures only the fields it uses): the slot
+            // under MAX_SESSIONS is held until here.
+            drop(self._permit);
+        }
+    }
+}
+
+/// Sends one text message, handing the stream back unless the browser is gone.
+async fn send_text(
+    mut websocket: HyperWebsocketStream,
+    text: String,
+) -> Option<HyperWebsocketStream> {
+    websocket.send(Message::Text(text.into())).await.ok()?;
+    Some(websocket)
+}
+
+/// The connection to the target as the relay carries it: the proxy's TLS session after
+/// VeNCrypt, or the plain socket.
+type TargetStream = Either<Box<TlsStream<TcpStream>>, SharedTcp>;
+
+/// What relaying a session needs besides its two streams.
+struct Relaying<'a> {
+    console: &'a Console,
+    options: relay::Options,
+    stop: &'a relay::Stop,
+    counters: &'a Counters,
+}
+
+/// Where a resumable session files itself for its browser to come back to.
+struct Parked<'a> {
+    grace: Duration,
+    /// The hash of the secret the browser holds now.
+    key: [u8; 32],
+    retained: &'a Retained,
+    parking: &'a Parking,
+}
+
+impl Relaying<'_> {
+    /// Zero-copy relaying needs both sockets plain.
+    fn splice(&self, target: &TargetStream) -> Option<relay::Splice> {
+        match (&self.console.plain, target) {
+            (Some(browser), Either::Right(target)) => Some(relay::Splice {
+                browser: browser.clone(),
+                target: target.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A session that cannot resume: one relay, from start to end. (Not an `async fn`,
+    /// which would hold both streams a second time beside the relay's own.)
+    fn once(
+        &self,
+        websocket: HyperWebsocketStream,
+        target: TargetStream,
+    ) -> impl std::future::Future<Output = ClosedBy> + Send + '_ {
+        let splice = self.splice(&target);
+        relay::run(
+            websocket,
+            target,
+            self.options,
+            self.stop,
+            self.counters,
+            None,
+            splice,
+        )
+        .map(|outcome| match outcome {
+            relay::Outcome::Closed(stats) => stats.closed_by,
+            // Only a session with retained bytes detaches.
+            relay::Outcome::Detached { closed_by, .. } => closed_by,
+        })
+    }
+
+    /// A resumable session: relays, and when the browser's connection is lost keeps the
+    /// target for the grace period, continuing on whichever connection re-attaches.
+    async fn resumable(
+        &self,
+        mut websocket: HyperWebsocketStream,
+        mut target_stream: TargetStream,
+        mut parked: Parked<'_>,
+    ) -> ClosedBy {
+        let Parked {
+            grace,
+            retained,
+            parking,
+            ..
+        } = parked;
+        loop {
+            // Filed while relaying too: a browser that noticed the drop before the proxy did
+            // (or gave up on a silent connection) re-attaches at once, and this connection is
+            // let go.
+            let mut back = Some(parking.park(parked.key));
+            let relay_stop = relay::Stop {
+                detach: CancellationToken::new(),
+                ..self.stop.clone()
+            };
+            let splice = self.splice(&target_stream);
+            let relay = relay::run(
+                websocket,
+                target_stream,
+                self.options,
+                &relay_stop,
+                self.counters,
+                Some(retained),
+                splice,
+            );
+            tokio::pin!(relay);
+            let mut early = None;
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut relay => break outcome,
+                    got = reattached(&mut back), if back.is_some() => {
+                        if got.is_some() {
+                            early = got;
+                            relay_stop.detach.cancel();
+                        }
+                    }
+                }
+            };
+            let (closed_by, mut parked_target) = match outcome {
+                relay::Outcome::Closed(stats) => {
+                    parking.unpark(&parked.key);
+                    if let Some(late) = early {
+                        let (code, reason) = websocket_refusal(&late.request_id);
+                        close_with(late.websocket, code, reason).await;
+                    }
+                    return stats.closed_by;
+                }
+                relay::Outcome::Detached { closed_by, target } => (closed_by, target),
+            };
+            let reattach = match early {
+                Some(reattach) => {
+                    info!(client = %reattach.client, "browser re-attached before its old connection was noticed gone; letting that one go");
+                    Some(reattach)
+                }
+                None => {
+                    info!(reason = %closed_by, ?grace, "browser connection lost; keeping the console for a re-attach");
+                    tokio::select! {
+                        back = tokio::time::timeout(grace, reattached(&mut back)) => back.ok().flatten(),
+                        () = self.stop.shutdown.cancelled() => None,
+                        () = self.stop.admin.cancelled() => None,
+                    }
+                }
+            };
+            parking.unpark(&parked.key);
+            let Some(reattach) = reattach else {
+                let _ = parked_target.shutdown().await;
+                return ClosedBy::ClientGone(format!(
+                    "{closed_by}; not back within RECONNECT_GRACE_PERIOD"
+                ));
+            };
+            match continue_stream(reattach, retained, self.counters).await {
+                Ok((new_websocket, new_key, client)) => {
+                    info!(%client, "browser re-attached; session continues");
+                    websocket = new_websocket;
+                    parked.key = new_key;
+                    target_stream = parked_target;
+                }
+                Err(why) => {
+                    warn!(reason = %why, "re-attach refused: the stream cannot continue");
+                    let _ = parked_target.shutdown().await;
+                    return ClosedBy::ClientGone(format!("{closed_by}; re-attach failed: {why}"));
+                }
+            }
+        }
     }
 }
 
 /// The browser that re-attached under the session's secret, if it did; `back` is spent
 /// afterwards, so that a finished receiver is never polled again.
-async fn reattached(back: &mut Option<oneshot::Receiver<Reattach>>) -> Option<Reattach> {
+async fn reattached(back: &mut Option<oneshot::Receiver<Box<Reattach>>>) -> Option<Box<Reattach>> {
     let got = back.as_mut()?.await.ok();
     *back = None;
     got
 }
 
-/// The stream the relay carries to the target: for an `ssl_target` ticket, whatever
+/// The stream the relay carries to an `ssl_target` ticket's target: whatever
 /// [`vencrypt::negotiate`] made of the connection (the proxy's TLS session, or the plain
-/// socket when the server did not insist on VeNCrypt); else the socket itself. Bytes the
+/// socket when the server did not insist on VeNCrypt). Bytes the
 /// browser exchanged during the negotiation count as stream bytes, and those sent to it are
 /// retained like relayed ones, so that a resumed session's offsets match the browser's.
 ///
 /// # Errors
 /// The negotiation failed: the browser has been closed with 1011 and the reason logged.
 async fn secure_target(
-    websocket: &mut HyperWebsocketStream,
+    mut websocket: HyperWebsocketStream,
     target_stream: TcpStream,
     target: &Target,
     shared: &Shared,
     counters: &Counters,
     retained: Option<&Retained>,
     request_id: &str,
-) -> Result<Either<Box<TlsStream<TcpStream>>, SharedTcp>, ClosedBy> {
-    if !target.ssl_target {
-        return Ok(Either::Right(SharedTcp::new(target_stream)));
-    }
+) -> (HyperWebsocketStream, Result<TargetStream, ClosedBy>) {
     let proxy = shared.current();
     let metrics = &shared.metrics;
     let mut tally = vencrypt::Tally::default();
     let negotiation = vencrypt::negotiate(
-        websocket,
+        &mut websocket,
         target_stream,
         &proxy.target_tls,
         &target.host,
@@ -509,7 +615,7 @@ async fn secure_target(
             retained.keep(message);
         }
     }
-    match negotiation {
+    let secured = match negotiation {
         Ok(Negotiated::Encrypted(tls)) => {
             metrics.vencrypt("encrypted");
             info!(verification = %proxy.target_tls.verification(), "VeNCrypt X509VNC negotiated: encrypted to the VNC server");
@@ -523,16 +629,17 @@ async fn secure_target(
         Err(e) => {
             metrics.vencrypt(e.step.label());
             warn!(step = e.step.label(), "VeNCrypt negotiation failed: {e}");
-            vencrypt::close_failed(websocket, &e, request_id).await;
+            vencrypt::close_failed(&mut websocket, &e, request_id).await;
             Err(ClosedBy::Negotiation(e.step.label()))
         }
-    }
+    };
+    (websocket, secured)
 }
 
 /// Picks up the stream where the browser lost it: a new secret, how much of the browser's
 /// stream the target got, and the bytes the browser missed.
 async fn continue_stream(
-    reattach: Reattach,
+    reattach: Box<Reattach>,
     retained: &Retained,
     counters: &Counters,
 ) -> Result<(HyperWebsocketStream, [u8; 32], SocketAddr), String> {
@@ -541,7 +648,7 @@ async fn continue_stream(
         received,
         client,
         request_id,
-    } = reattach;
+    } = *reattach;
     let refuse = |why: String| (websocket_refusal(&request_id), why);
     let resend = match retained.resend_from(received, counters.to_client()) {
         Ok(resend) => resend,
