@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -249,24 +250,12 @@ async fn serve_connection(
             metrics.dropped(Dropped::SchemeRefused);
             return warn!("TLS connection refused: no SSL_CERTIFICATE is configured");
         };
-        let started = Instant::now();
-        // Under the TLS layer: rustls writes one record per frame, each a system call of its
-        // own unless gathered here.
-        let stream = Coalesce::new(stream);
-        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Err(_) => {
-                metrics.dropped(Dropped::HandshakeTimeout);
-                warn!("TLS handshake not done within HANDSHAKE_TIMEOUT; closed");
-            }
-            Ok(Err(e)) => {
-                metrics.dropped(Dropped::TlsFailed);
-                warn!(error = %e, "TLS handshake failed");
-            }
-            Ok(Ok(tls)) => {
-                metrics.tls_handshake_done(started.elapsed());
-                serve_http(tls, client, None, deadline, context, proxy).await;
-            }
-        }
+        // Boxed: the TLS states are several times the size of the plain ones, and every
+        // connection's task would otherwise be laid out for them.
+        Box::pin(serve_tls(
+            stream, acceptor, client, deadline, context, proxy,
+        ))
+        .await;
     } else if settings.ssl_only {
         metrics.dropped(Dropped::SchemeRefused);
         warn!("plain connection refused: SSL_ONLY is set, use wss://");
@@ -276,6 +265,36 @@ async fn serve_connection(
         let socket = SharedTcp::new(stream);
         let stream = Coalesce::new(socket.clone());
         serve_http(stream, client, Some(socket), deadline, context, proxy).await;
+    }
+}
+
+/// A connection whose first byte opens a TLS handshake: the handshake, then HTTP over it.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    client: SocketAddr,
+    deadline: Instant,
+    context: &Arc<Context>,
+    proxy: &Arc<Proxy>,
+) {
+    let metrics = &context.shared.metrics;
+    let started = Instant::now();
+    // Under the TLS layer: rustls writes one record per frame, each a system call of its own
+    // unless gathered here.
+    let stream = Coalesce::new(stream);
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Err(_) => {
+            metrics.dropped(Dropped::HandshakeTimeout);
+            warn!("TLS handshake not done within HANDSHAKE_TIMEOUT; closed");
+        }
+        Ok(Err(e)) => {
+            metrics.dropped(Dropped::TlsFailed);
+            warn!(error = %e, "TLS handshake failed");
+        }
+        Ok(Ok(tls)) => {
+            metrics.tls_handshake_done(started.elapsed());
+            serve_http(tls, client, None, deadline, context, proxy).await;
+        }
     }
 }
 
