@@ -330,17 +330,22 @@ impl Session {
                 detach: CancellationToken::new(),
             };
             // Boxed: most sessions are not resumable and should not carry room for it.
-            let resume = self.resume.map(|r| {
+            let resume = self.resume.map(|options| {
                 let (secret, key) = resume::new_secret();
-                Box::new((r, secret, key, Retained::new(r.buffer)))
+                Box::new(Resumable {
+                    grace: options.grace,
+                    secret,
+                    key,
+                    retained: Retained::new(options.buffer),
+                })
             });
             // The streams are moved into each step and back out, never borrowed across it, so
             // the task holds them once.
             let websocket = match resume.as_deref() {
-                Some((r, secret, ..)) => {
+                Some(resumable) => {
                     let hello = Control::Session {
-                        secret: secret.clone(),
-                        grace_secs: r.grace.as_secs(),
+                        secret: resumable.secret.clone(),
+                        grace_secs: resumable.grace.as_secs(),
                         heartbeat_secs: self
                             .options
                             .heartbeat_interval
@@ -353,7 +358,7 @@ impl Session {
                 }
                 None => websocket,
             };
-            let retained = resume.as_deref().map(|(.., retained)| retained);
+            let retained = resume.as_deref().map(|r| &r.retained);
             let (websocket, secured) = if self.target.ssl_target {
                 Box::pin(secure_target(
                     websocket,
@@ -380,11 +385,11 @@ impl Session {
             let closed_by = match (secured, resume.as_deref()) {
                 (Err(closed_by), _) => closed_by,
                 (Ok(target_stream), None) => relaying.once(websocket, target_stream).await,
-                (Ok(target_stream), Some((r, _, key, retained))) => {
+                (Ok(target_stream), Some(resumable)) => {
                     let parked = Parked {
-                        grace: r.grace,
-                        key: *key,
-                        retained,
+                        grace: resumable.grace,
+                        key: resumable.key,
+                        retained: &resumable.retained,
                         parking: &shared.parking,
                     };
                     Box::pin(relaying.resumable(websocket, target_stream, parked)).await
@@ -418,6 +423,15 @@ async fn send_text(
 /// The connection to the target as the relay carries it: the proxy's TLS session after
 /// VeNCrypt, or the plain socket.
 type TargetStream = Either<Box<TlsStream<TcpStream>>, SharedTcp>;
+
+/// A resumable session's state: the secret its browser re-attaches with (and the hash it
+/// is filed under) and the stream bytes kept until the browser acknowledges them.
+struct Resumable {
+    grace: Duration,
+    secret: String,
+    key: [u8; 32],
+    retained: Retained,
+}
 
 /// What relaying a session needs besides its two streams.
 struct Relaying<'a> {
