@@ -44,7 +44,7 @@ const BATCH_FROM: usize = 4 * 1024;
 /// (see [`crate::coalesce`]), so a bulk upload wakes the target once per MiB.
 const BATCH_TO_TARGET: usize = 1024 * 1024;
 
-/// A full read of this size means a burst: with a [`Splice`], the rest of it is spliced.
+/// A full read of this size means a burst: with both [`Sockets`], the rest of it is spliced.
 const SPLICE_FROM: usize = 8 * 1024;
 
 /// Largest message sent to the browser. tungstenite keeps its write buffer at the size of the
@@ -196,7 +196,7 @@ pub async fn run<S, T>(
     stop: &Stop,
     counters: &Counters,
     retained: Option<&Retained>,
-    splice: Option<Splice>,
+    sockets: Sockets,
 ) -> Outcome<T>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -301,11 +301,21 @@ where
     let target_to_client = async {
         let mut buf = BytesMut::new();
         let mut want = IDLE_CHUNK;
-        let splice = splice.as_ref().filter(|_| retained.is_none());
+        // Resumable sessions keep what they send, so they copy.
+        let splice = match (&sockets.browser, &sockets.target) {
+            (Some(browser), Some(target)) if retained.is_none() => Some(Splice { browser, target }),
+            _ => None,
+        };
         let has_room = || retained.is_none_or(Retained::has_room);
         loop {
             tokio::select! {
-                read = read_target(&mut target_rx, &mut buf, want, splicer.as_mut().zip(splice)),
+                read = read_target(
+                    &mut target_rx,
+                    &mut buf,
+                    want,
+                    sockets.target.as_ref(),
+                    splicer.as_mut().zip(splice.as_ref()),
+                ),
                     if has_room() => match read {
                     Ok(Read::Closed) => return ClosedBy::Target,
                     Ok(Read::Quiet) => {
@@ -530,11 +540,21 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// The plain sockets under a session's streams, where there are any.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    /// The browser's (ws://): with a plain target too, bursts are spliced into it.
+    pub browser: Option<SharedTcp>,
+    /// The target's, unless the proxy speaks TLS to it: an idle session waits on it
+    /// without holding a read buffer.
+    pub target: Option<SharedTcp>,
+}
+
 /// A plain browser connection and a plain target: target bytes may be spliced.
-#[derive(Debug, Clone)]
-pub struct Splice {
-    pub browser: SharedTcp,
-    pub target: SharedTcp,
+#[derive(Debug, Clone, Copy)]
+struct Splice<'a> {
+    browser: &'a SharedTcp,
+    target: &'a SharedTcp,
 }
 
 /// What one read from the target gave.
@@ -558,7 +578,8 @@ async fn read_target<'s, R: AsyncRead + Unpin>(
     target_rx: &mut R,
     buf: &mut BytesMut,
     want: usize,
-    splicing: Option<(&'s mut Splicer, &'s Splice)>,
+    socket: Option<&SharedTcp>,
+    splicing: Option<(&'s mut Splicer, &Splice<'s>)>,
 ) -> std::io::Result<Read<'s>> {
     if let Some((splicer, splice)) = splicing {
         return match tokio::time::timeout(splice::QUIET, splicer.fill(splice.target.tcp())).await {
@@ -567,10 +588,14 @@ async fn read_target<'s, R: AsyncRead + Unpin>(
             Ok(Ok(n)) => Ok(Read::Spliced {
                 n,
                 splicer,
-                browser: &splice.browser,
+                browser: splice.browser,
             }),
             Ok(Err(e)) => Err(e),
         };
+    }
+    if let Some(socket) = socket.filter(|_| buf.capacity() == 0) {
+        // An idle console waits here without a buffer: 1 KiB less for each of thousands.
+        socket.tcp().readable().await?;
     }
     buf.reserve(want);
     match target_rx.read_buf(&mut buf.limit(want)).await? {

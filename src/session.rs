@@ -451,14 +451,14 @@ struct Parked<'a> {
 }
 
 impl Relaying<'_> {
-    /// Zero-copy relaying needs both sockets plain.
-    fn splice(&self, target: &TargetStream) -> Option<relay::Splice> {
-        match (&self.console.plain, target) {
-            (Some(browser), Either::Right(target)) => Some(relay::Splice {
-                browser: browser.clone(),
-                target: target.clone(),
-            }),
-            _ => None,
+    /// The plain sockets under the streams, for zero-copy relaying and idle waits.
+    fn sockets(&self, target: &TargetStream) -> relay::Sockets {
+        relay::Sockets {
+            browser: self.console.plain.clone(),
+            target: match target {
+                Either::Right(target) => Some(target.clone()),
+                Either::Left(_) => None,
+            },
         }
     }
 
@@ -469,7 +469,7 @@ impl Relaying<'_> {
         websocket: HyperWebsocketStream,
         target: TargetStream,
     ) -> impl std::future::Future<Output = ClosedBy> + Send + '_ {
-        let splice = self.splice(&target);
+        let sockets = self.sockets(&target);
         relay::run(
             websocket,
             target,
@@ -477,7 +477,7 @@ impl Relaying<'_> {
             self.stop,
             self.counters,
             None,
-            splice,
+            sockets,
         )
         .map(|outcome| match outcome {
             relay::Outcome::Closed(stats) => stats.closed_by,
@@ -509,7 +509,7 @@ impl Relaying<'_> {
                 detach: CancellationToken::new(),
                 ..self.stop.clone()
             };
-            let splice = self.splice(&target_stream);
+            let sockets = self.sockets(&target_stream);
             let relay = relay::run(
                 websocket,
                 target_stream,
@@ -517,7 +517,7 @@ impl Relaying<'_> {
                 &relay_stop,
                 self.counters,
                 Some(retained),
-                splice,
+                sockets,
             );
             tokio::pin!(relay);
             let mut early = None;

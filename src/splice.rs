@@ -171,12 +171,24 @@ impl AsyncRead for SharedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let asked = buf.remaining();
         // SAFETY: recv only writes into the slice; `assume_init` covers exactly what it
         // reported written.
         let n = ready!(self.poll_io(cx, Interest::READABLE, |tcp| {
-            tcp.try_io(Interest::READABLE, || {
-                SockRef::from(tcp).recv(unsafe { buf.unfilled_mut() })
-            })
+            let mut short = None;
+            let result = tcp.try_io(Interest::READABLE, || {
+                let n = SockRef::from(tcp).recv(unsafe { buf.unfilled_mut() })?;
+                if n > 0 && n < asked {
+                    // A short read drained the socket. Saying WouldBlock makes tokio clear
+                    // its readiness (as its own TcpStream does), so the next read waits
+                    // for the next event rather than meeting EAGAIN, and an idle session
+                    // waits for data before it takes a buffer.
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            short.map_or(result, Ok)
         }))?;
         unsafe { buf.assume_init(n) };
         buf.advance(n);

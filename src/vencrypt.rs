@@ -616,7 +616,16 @@ mod tests {
     async fn relay<T: AsyncRead + AsyncWrite + Unpin>(ws: Ws, target: T) -> crate::relay::ClosedBy {
         let counters = crate::registry::Counters::default();
         let stop = crate::relay::Stop::default();
-        match crate::relay::run(ws, target, Default::default(), &stop, &counters, None, None).await
+        match crate::relay::run(
+            ws,
+            target,
+            Default::default(),
+            &stop,
+            &counters,
+            None,
+            Default::default(),
+        )
+        .await
         {
             crate::relay::Outcome::Closed(stats) => stats.closed_by,
             crate::relay::Outcome::Detached { closed_by, .. } => closed_by,
