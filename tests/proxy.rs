@@ -493,6 +493,32 @@ async fn refusals_before_the_upgrade_on_request() {
     assert_eq!(echo.connections(), 0);
 }
 
+#[tokio::test]
+async fn a_browser_close_reaches_the_target_as_end_of_stream() {
+    let proxy = ProxyProcess::start("");
+    for tls in [false, true] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let (mut client, _) = ws_connect(proxy.addr, tls, &ticket_for(target), Some("binary"))
+            .await
+            .unwrap();
+        let (mut vnc, _) = listener.accept().await.unwrap();
+        client
+            .send(Message::Binary(b"last keys".to_vec().into()))
+            .await
+            .unwrap();
+        client.send(Message::Close(None)).await.unwrap();
+        // Everything sent before the close, then a clean end of stream (a reset would be an
+        // error here).
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), vnc.read_to_end(&mut got))
+            .await
+            .expect("the target connection stayed open after the browser closed");
+        assert!(read.is_ok(), "tls={tls}: {read:?}");
+        assert_eq!(got, b"last keys", "tls={tls}");
+    }
+}
+
 /// A target that sends `data` as fast as the proxy takes it, then keeps the connection open.
 async fn source_server(data: Vec<u8>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
