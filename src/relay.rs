@@ -314,7 +314,7 @@ where
                     &mut buf,
                     want,
                     sockets.target.as_ref(),
-                    splicer.as_mut().zip(splice.as_ref()),
+                    splicer.as_mut().zip(splice),
                 ),
                     if has_room() => match read {
                     Ok(Read::Closed) => return ClosedBy::Target,
@@ -583,7 +583,7 @@ async fn read_target<'s, R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     want: usize,
     socket: Option<&SharedTcp>,
-    splicing: Option<(&'s mut Splicer, &Splice<'s>)>,
+    splicing: Option<(&'s mut Splicer, Splice<'s>)>,
 ) -> std::io::Result<Read<'s>> {
     if let Some((splicer, splice)) = splicing {
         return match tokio::time::timeout(splice::QUIET, splicer.fill(splice.target.tcp())).await {

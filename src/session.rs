@@ -386,13 +386,13 @@ impl Session {
                 (Err(closed_by), _) => closed_by,
                 (Ok(target_stream), None) => relaying.once(websocket, target_stream).await,
                 (Ok(target_stream), Some(resumable)) => {
-                    let parked = Parked {
-                        grace: resumable.grace,
-                        key: resumable.key,
-                        retained: &resumable.retained,
-                        parking: &shared.parking,
-                    };
-                    Box::pin(relaying.resumable(websocket, target_stream, parked)).await
+                    Box::pin(relaying.resumable(
+                        websocket,
+                        target_stream,
+                        resumable,
+                        &shared.parking,
+                    ))
+                    .await
                 }
             };
             info!(
@@ -441,15 +441,6 @@ struct Relaying<'a> {
     counters: &'a Counters,
 }
 
-/// Where a resumable session files itself for its browser to come back to.
-struct Parked<'a> {
-    grace: Duration,
-    /// The hash of the secret the browser holds now.
-    key: [u8; 32],
-    retained: &'a Retained,
-    parking: &'a Parking,
-}
-
 impl Relaying<'_> {
     /// The plain sockets under the streams, for zero-copy relaying and idle waits.
     fn sockets(&self, target: &TargetStream) -> relay::Sockets {
@@ -492,19 +483,17 @@ impl Relaying<'_> {
         &self,
         mut websocket: HyperWebsocketStream,
         mut target_stream: TargetStream,
-        mut parked: Parked<'_>,
+        resumable: &Resumable,
+        parking: &Parking,
     ) -> ClosedBy {
-        let Parked {
-            grace,
-            retained,
-            parking,
-            ..
-        } = parked;
+        let (grace, retained) = (resumable.grace, &resumable.retained);
+        // The hash of the secret the browser holds now: each re-attach hands it a new one.
+        let mut key = resumable.key;
         loop {
             // Filed while relaying too: a browser that noticed the drop before the proxy did
             // (or gave up on a silent connection) re-attaches at once, and this connection is
             // let go.
-            let mut back = Some(parking.park(parked.key));
+            let mut back = Some(parking.park(key));
             let relay_stop = relay::Stop {
                 detach: CancellationToken::new(),
                 ..self.stop.clone()
@@ -534,7 +523,7 @@ impl Relaying<'_> {
             };
             let (closed_by, mut parked_target) = match outcome {
                 relay::Outcome::Closed(stats) => {
-                    parking.unpark(&parked.key);
+                    parking.unpark(&key);
                     if let Some(late) = early {
                         let (code, reason) = websocket_refusal(&late.request_id);
                         close_with(late.websocket, code, reason).await;
@@ -557,7 +546,7 @@ impl Relaying<'_> {
                     }
                 }
             };
-            parking.unpark(&parked.key);
+            parking.unpark(&key);
             let Some(reattach) = reattach else {
                 let _ = parked_target.shutdown().await;
                 return ClosedBy::ClientGone(format!(
@@ -568,7 +557,7 @@ impl Relaying<'_> {
                 Ok((new_websocket, new_key, client)) => {
                     info!(%client, "browser re-attached; session continues");
                     websocket = new_websocket;
-                    parked.key = new_key;
+                    key = new_key;
                     target_stream = parked_target;
                 }
                 Err(why) => {
