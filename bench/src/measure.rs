@@ -52,6 +52,12 @@ pub struct Throughput {
     pub bytes_per_second: f64,
     /// CPU seconds the subject's processes used per 10^9 bytes relayed.
     pub cpu_seconds_per_gb: Option<f64>,
+    /// CPU seconds the whole machine used per 10^9 bytes: the subject, the load generator,
+    /// the sink and the kernel's work for all of them.
+    pub machine_cpu_seconds_per_gb: Option<f64>,
+    /// How many cores the machine kept busy on average over the window: at the core count,
+    /// the transfer was bound by CPU; below it, by waiting (wake-ups, a stage of the pipeline).
+    pub cores_busy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -234,14 +240,20 @@ where
 {
     tokio::time::sleep(profile.warmup).await;
     let bytes_before = count().await?;
+    let machine_before = procstat::machine_busy_seconds();
     let (cpu_before, started) = (cpu(pid), Instant::now());
     tokio::time::sleep(profile.window).await;
     let bytes_after = count().await?;
     let (cpu_after, elapsed) = (cpu(pid), started.elapsed());
+    let machine_after = procstat::machine_busy_seconds();
     let bytes = bytes_after.saturating_sub(bytes_before);
     Ok(Throughput {
         bytes_per_second: bytes as f64 / elapsed.as_secs_f64(),
         cpu_seconds_per_gb: cost(cpu_before, cpu_after, bytes),
+        machine_cpu_seconds_per_gb: cost(machine_before, machine_after, bytes),
+        cores_busy: machine_before
+            .zip(machine_after)
+            .map(|(a, b)| (b - a) / elapsed.as_secs_f64()),
     })
 }
 

@@ -82,6 +82,32 @@ pub fn cpu_seconds(root: u32) -> f64 {
     ticks as f64 / ticks_per_second
 }
 
+/// CPU seconds the whole machine has spent busy (user, nice, system, irq and softirq of all
+/// cores) since boot: what a transfer costs everything on the box, the load generator, the
+/// sink and the kernel's softirq work included. Idle, iowait and steal are not work done here.
+pub fn machine_busy_seconds() -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    Some(parse_machine_busy_ticks(&stat)? as f64 / ticks_per_second)
+}
+
+/// user + nice + system + irq + softirq of the `cpu` line of /proc/stat (guest time is
+/// already inside user).
+fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq ...
+    let [user, nice, system, _idle, _iowait, irq, softirq, ..] = fields[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq)
+}
+
 /// The fields after `pid (comm)`: field 4 of proc(5) (ppid) is the first. `comm` may hold
 /// spaces and parentheses, so the split is at the last `)`.
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
@@ -133,6 +159,14 @@ mod tests {
                     250 50 7 3 20 0 1 0 12345 1000000 200 18446744073709551615";
         assert_eq!(parse_cpu_ticks(stat), Some(250 + 50 + 7 + 3));
         assert_eq!(stat_fields(stat).unwrap()[0], "1");
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_iowait_and_steal() {
+        let stat = "cpu  100 2 30 5000 40 0 7 9 0 0\ncpu0 50 1 15 2500 20 0 3 4 0 0\n";
+        assert_eq!(parse_machine_busy_ticks(stat), Some(100 + 2 + 30 + 7));
+        assert_eq!(parse_machine_busy_ticks("cpu  1 2 3\n"), None);
+        assert!(machine_busy_seconds().is_some_and(|s| s > 0.0));
     }
 
     #[test]

@@ -27,6 +27,24 @@ pub enum Better {
     Neither,
 }
 
+/// The three bulk transfers, for the figures that describe the machine during each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    DownOne,
+    DownSixteen,
+    UpOne,
+}
+
+impl Flow {
+    fn label(self) -> &'static str {
+        match self {
+            Flow::DownOne => "target→browser, 1 session",
+            Flow::DownSixteen => "target→browser, 16 sessions",
+            Flow::UpOne => "browser→target, 1 session",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Figure {
     DownOne,
@@ -42,6 +60,10 @@ pub enum Figure {
     CpuSetupWss,
     CpuDown,
     CpuUp,
+    /// CPU seconds per GB of every process and the kernel, not only the subject's.
+    MachineCpu(Flow),
+    /// Cores kept busy during the transfer (all processes and the kernel).
+    CoresBusy(Flow),
     StalledPerSession,
     StalledGrowth,
     HeldAlive(usize),
@@ -67,6 +89,11 @@ impl Figure {
             Figure::CpuSetupWss => "CPU per session set up, wss:// (µs)".into(),
             Figure::CpuDown => "CPU per GB relayed, target→browser (s)".into(),
             Figure::CpuUp => "CPU per GB relayed, browser→target (s)".into(),
+            Figure::MachineCpu(flow) => format!(
+                "machine CPU per GB (every process and the kernel), {} (s)",
+                flow.label()
+            ),
+            Figure::CoresBusy(flow) => format!("cores busy (all processes), {}", flow.label()),
             Figure::StalledPerSession => {
                 "PSS per session, 16 browsers not reading a flooding target (KiB)".into()
             }
@@ -97,16 +124,22 @@ impl Figure {
             | Figure::CpuSetupWss
             | Figure::CpuDown
             | Figure::CpuUp
+            | Figure::MachineCpu(_)
             | Figure::StalledPerSession
             | Figure::PssHolding(_)
             | Figure::PssPerSession(_) => Better::Lower,
-            Figure::PssBefore(_) | Figure::FdsHolding(_) | Figure::StalledGrowth => Better::Neither,
+            Figure::PssBefore(_)
+            | Figure::FdsHolding(_)
+            | Figure::StalledGrowth
+            | Figure::CoresBusy(_) => Better::Neither,
         }
     }
 
     fn format(self, value: f64) -> String {
         match self {
-            Figure::CpuDown | Figure::CpuUp => format!("{value:.2}"),
+            Figure::CpuDown | Figure::CpuUp | Figure::MachineCpu(_) | Figure::CoresBusy(_) => {
+                format!("{value:.2}")
+            }
             Figure::PssBefore(_) | Figure::PssHolding(_) => format!("{value:.1}"),
             Figure::PssPerSession(_) | Figure::StalledPerSession | Figure::StalledGrowth => {
                 format!("{value:.1}")

@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use crate::endpoint::{Access, Client, SetupError, TicketPool};
-use crate::measure::{self, Profile};
+use crate::measure::{self, Profile, Throughput};
 use crate::proxies::{self, Processes, Programs, StartError};
 use crate::report::{
-    Figure, Results, CONSOLEGATE_WS, CONSOLEGATE_WSS, RAW, SUBJECTS, WEBSOCAT, WEBSOCKIFY,
+    Figure, Flow, Results, CONSOLEGATE_WS, CONSOLEGATE_WSS, RAW, SUBJECTS, WEBSOCAT, WEBSOCKIFY,
 };
 use crate::sink::{Mode, SinkPorts};
 
@@ -181,6 +181,12 @@ fn declare(results: &mut Results, hold_counts: &[usize]) {
         Figure::CpuSetupWss,
         Figure::CpuDown,
         Figure::CpuUp,
+        Figure::MachineCpu(Flow::DownOne),
+        Figure::MachineCpu(Flow::DownSixteen),
+        Figure::MachineCpu(Flow::UpOne),
+        Figure::CoresBusy(Flow::DownOne),
+        Figure::CoresBusy(Flow::DownSixteen),
+        Figure::CoresBusy(Flow::UpOne),
         Figure::StalledPerSession,
         Figure::StalledGrowth,
     ] {
@@ -319,7 +325,10 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
     let up = |s: usize| live[s].as_ref().ok();
 
     let wants = |group: &str| bench.options.wants(group);
-    for (figure, sessions) in [(Figure::DownOne, 1), (Figure::DownSixteen, 16)] {
+    for (figure, flow, sessions) in [
+        (Figure::DownOne, Flow::DownOne, 1),
+        (Figure::DownSixteen, Flow::DownSixteen, 16),
+    ] {
         if !wants("down") {
             break;
         }
@@ -332,6 +341,7 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                     if sessions == 1 {
                         cpu_sample(results, Figure::CpuDown, subject, t.cpu_seconds_per_gb);
                     }
+                    machine_sample(results, flow, subject, &t);
                 }
                 Err(e) => results.note(figure, subject, format!("{}: {e}", name(subject))),
             }
@@ -356,6 +366,7 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
             Ok(t) => {
                 results.sample(Figure::UpOne, subject, t.bytes_per_second / 1e6);
                 cpu_sample(results, Figure::CpuUp, subject, t.cpu_seconds_per_gb);
+                machine_sample(results, Flow::UpOne, subject, &t);
             }
             Err(e) => results.note(Figure::UpOne, subject, format!("{}: {e}", name(subject))),
         }
@@ -425,6 +436,18 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                 Err(e) => results.note(figure, subject, format!("{}: {e}", name(subject))),
             }
             settle().await;
+        }
+    }
+}
+
+fn machine_sample(results: &mut Results, flow: Flow, subject: usize, t: &Throughput) {
+    for (figure, value) in [
+        (Figure::MachineCpu(flow), t.machine_cpu_seconds_per_gb),
+        (Figure::CoresBusy(flow), t.cores_busy),
+    ] {
+        match value {
+            Some(v) => results.sample(figure, subject, v),
+            None => results.note(figure, subject, "/proc/stat could not be read"),
         }
     }
 }
