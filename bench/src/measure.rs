@@ -47,7 +47,7 @@ pub struct Profile {
 }
 
 /// Bulk throughput and what it cost the subject.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Throughput {
     pub bytes_per_second: f64,
     /// CPU seconds the subject's processes used per 10^9 bytes relayed.
@@ -58,6 +58,9 @@ pub struct Throughput {
     /// How many cores the machine kept busy on average over the window: at the core count,
     /// the transfer was bound by CPU; below it, by waiting (wake-ups, a stage of the pipeline).
     pub cores_busy: Option<f64>,
+    /// The process that used the most CPU over the window, on the whole machine: the cores
+    /// it kept busy and what it is (see [`procstat::role`]).
+    pub busiest_process: Option<(f64, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -240,12 +243,14 @@ where
 {
     tokio::time::sleep(profile.warmup).await;
     let bytes_before = count().await?;
+    let processes_before = procstat::process_ticks();
     let machine_before = procstat::machine_busy_seconds();
     let (cpu_before, started) = (cpu(pid), Instant::now());
     tokio::time::sleep(profile.window).await;
     let bytes_after = count().await?;
     let (cpu_after, elapsed) = (cpu(pid), started.elapsed());
     let machine_after = procstat::machine_busy_seconds();
+    let processes_after = procstat::process_ticks();
     let bytes = bytes_after.saturating_sub(bytes_before);
     Ok(Throughput {
         bytes_per_second: bytes as f64 / elapsed.as_secs_f64(),
@@ -254,6 +259,12 @@ where
         cores_busy: machine_before
             .zip(machine_after)
             .map(|(a, b)| (b - a) / elapsed.as_secs_f64()),
+        busiest_process: procstat::busiest_process(
+            &processes_before,
+            &processes_after,
+            elapsed.as_secs_f64(),
+        )
+        .map(|(share, pid)| (share, procstat::role(pid))),
     })
 }
 

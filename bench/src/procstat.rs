@@ -2,6 +2,7 @@
 //! each summed over the process and its descendants, so websockify's one-process-per-session
 //! model is charged for every process it forks.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 
@@ -108,6 +109,66 @@ fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
     Some(user + nice + system + irq + softirq)
 }
 
+/// CPU ticks (user + system, all threads) of every process on the machine at one instant.
+pub fn process_ticks() -> HashMap<u32, u64> {
+    numeric_entries("/proc")
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            Some((pid, parse_own_ticks(&stat)?))
+        })
+        .collect()
+}
+
+/// The process that used the most CPU between two [`process_ticks`] snapshots `seconds`
+/// apart: the cores it kept busy and its id. One session is one task in each program here,
+/// and a task runs on one thread at a time (tokio moves it between its threads), so a process
+/// near 1.0 during a one-session transfer is the stage that bounds it.
+pub fn busiest_process(
+    before: &HashMap<u32, u64>,
+    after: &HashMap<u32, u64>,
+    seconds: f64,
+) -> Option<(f64, u32)> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    after
+        .iter()
+        .filter_map(|(&pid, &t)| Some((t.checked_sub(*before.get(&pid)?)?, pid)))
+        .max_by_key(|&(used, _)| used)
+        .filter(|_| seconds > 0.0)
+        .map(|(used, pid)| (used as f64 / ticks_per_second / seconds, pid))
+}
+
+/// What a process is, for a report: this benchmark's load generator, its sink, or the
+/// program's name.
+pub fn role(pid: u32) -> String {
+    if pid == std::process::id() {
+        return "load generator".into();
+    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
+    let program = args.next().unwrap_or_default();
+    if program.ends_with("consolegate-bench") && args.next().is_some_and(|a| a == "sink") {
+        return "sink".into();
+    }
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|comm| comm.trim().to_owned())
+        .unwrap_or_else(|_| format!("process {pid}"))
+}
+
+fn numeric_entries(dir: &str) -> impl Iterator<Item = u32> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// utime + stime (proc(5) fields 14 and 15) in clock ticks: the process's own time, without
+/// its reaped children's.
+fn parse_own_ticks(stat: &str) -> Option<u64> {
+    sum_fields(stat, 14..=15)
+}
+
 /// The fields after `pid (comm)`: field 4 of proc(5) (ppid) is the first. `comm` may hold
 /// spaces and parentheses, so the split is at the last `)`.
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
@@ -117,10 +178,15 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 
 /// utime + stime + cutime + cstime (proc(5) fields 14 to 17) in clock ticks.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    sum_fields(stat, 14..=17)
+}
+
+/// The sum of proc(5) fields `numbers` of a stat line (cutime and cstime are signed).
+fn sum_fields(stat: &str, numbers: std::ops::RangeInclusive<usize>) -> Option<u64> {
     let fields = stat_fields(stat)?;
-    // fields[0] is field 4 (ppid), so field N is fields[N - 4].
     let mut sum = 0u64;
-    for n in 14..=17 {
+    for n in numbers {
+        // fields[0] is field 4 (ppid), so field N is fields[N - 4].
         sum += fields.get(n - 4)?.parse::<i64>().ok()?.max(0) as u64;
     }
     Some(sum)
@@ -158,6 +224,7 @@ mod tests {
         let stat = "4242 (web (sock) ify) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
                     250 50 7 3 20 0 1 0 12345 1000000 200 18446744073709551615";
         assert_eq!(parse_cpu_ticks(stat), Some(250 + 50 + 7 + 3));
+        assert_eq!(parse_own_ticks(stat), Some(250 + 50));
         assert_eq!(stat_fields(stat).unwrap()[0], "1");
     }
 
@@ -167,6 +234,19 @@ mod tests {
         assert_eq!(parse_machine_busy_ticks(stat), Some(100 + 2 + 30 + 7));
         assert_eq!(parse_machine_busy_ticks("cpu  1 2 3\n"), None);
         assert!(machine_busy_seconds().is_some_and(|s| s > 0.0));
+    }
+
+    #[test]
+    fn the_busiest_process_is_the_one_that_used_most_cpu() {
+        let before = HashMap::from([(1, 100), (2, 50), (7, 10)]);
+        let after = HashMap::from([(1, 150), (2, 200), (9, 500)]);
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let (share, pid) = busiest_process(&before, &after, 2.0).unwrap();
+        assert_eq!(pid, 2);
+        assert!((share - 150.0 / ticks_per_second / 2.0).abs() < 1e-9);
+        assert!(process_ticks().contains_key(&std::process::id()));
+        assert_eq!(role(std::process::id()), "load generator");
     }
 
     #[test]

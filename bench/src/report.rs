@@ -64,6 +64,8 @@ pub enum Figure {
     MachineCpu(Flow),
     /// Cores kept busy during the transfer (all processes and the kernel).
     CoresBusy(Flow),
+    /// Cores kept busy by the busiest process on the machine during the transfer.
+    BusiestProcess(Flow),
     StalledPerSession,
     StalledGrowth,
     HeldAlive(usize),
@@ -94,6 +96,9 @@ impl Figure {
                 flow.label()
             ),
             Figure::CoresBusy(flow) => format!("cores busy (all processes), {}", flow.label()),
+            Figure::BusiestProcess(flow) => {
+                format!("cores busy in the busiest process, {}", flow.label())
+            }
             Figure::StalledPerSession => {
                 "PSS per session, 16 browsers not reading a flooding target (KiB)".into()
             }
@@ -131,15 +136,18 @@ impl Figure {
             Figure::PssBefore(_)
             | Figure::FdsHolding(_)
             | Figure::StalledGrowth
-            | Figure::CoresBusy(_) => Better::Neither,
+            | Figure::CoresBusy(_)
+            | Figure::BusiestProcess(_) => Better::Neither,
         }
     }
 
     fn format(self, value: f64) -> String {
         match self {
-            Figure::CpuDown | Figure::CpuUp | Figure::MachineCpu(_) | Figure::CoresBusy(_) => {
-                format!("{value:.2}")
-            }
+            Figure::CpuDown
+            | Figure::CpuUp
+            | Figure::MachineCpu(_)
+            | Figure::CoresBusy(_)
+            | Figure::BusiestProcess(_) => format!("{value:.2}"),
             Figure::PssBefore(_) | Figure::PssHolding(_) => format!("{value:.1}"),
             Figure::PssPerSession(_) | Figure::StalledPerSession | Figure::StalledGrowth => {
                 format!("{value:.1}")

@@ -187,6 +187,9 @@ fn declare(results: &mut Results, hold_counts: &[usize]) {
         Figure::CoresBusy(Flow::DownOne),
         Figure::CoresBusy(Flow::DownSixteen),
         Figure::CoresBusy(Flow::UpOne),
+        Figure::BusiestProcess(Flow::DownOne),
+        Figure::BusiestProcess(Flow::DownSixteen),
+        Figure::BusiestProcess(Flow::UpOne),
         Figure::StalledPerSession,
         Figure::StalledGrowth,
     ] {
@@ -449,6 +452,14 @@ fn machine_sample(results: &mut Results, flow: Flow, subject: usize, t: &Through
             Some(v) => results.sample(figure, subject, v),
             None => results.note(figure, subject, "/proc/stat could not be read"),
         }
+    }
+    let figure = Figure::BusiestProcess(flow);
+    match &t.busiest_process {
+        Some((cores, role)) => {
+            results.sample(figure, subject, *cores);
+            results.note(figure, subject, format!("busiest process: {role}"));
+        }
+        None => results.note(figure, subject, "no process's CPU time could be read"),
     }
 }
 
