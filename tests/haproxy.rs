@@ -242,7 +242,16 @@ async fn two_instances_behind_haproxy() {
     // ...but another browser behind the same HAProxy is not limited by it.
     let mut c = browser("127.0.0.3", frontend, &ticket()).await.unwrap();
     echo_exact(&mut c, b"console c").await;
-    let logs = format!("{}\n{}", one.logs(), two.logs());
+    // The close code reaches the browser before the log line is read from stderr: wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = format!("{}\n{}", one.logs(), two.logs());
+        let complete = logs.contains("refused: limit") && logs.contains("client=127.0.0.3:");
+        if complete || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let limit = logs
         .lines()
         .find(|l| l.contains("refused: limit"))

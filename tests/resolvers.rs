@@ -84,6 +84,12 @@ fn refusal_lines(proxy: &ProxyProcess) -> Vec<String> {
         .collect()
 }
 
+/// Waits (bounded) for `n` refusal lines: the browser sees its close code before the proxy's
+/// log line has been read from its stderr.
+fn wait_for_refusals(proxy: &ProxyProcess, n: usize) -> Vec<String> {
+    proxy.wait_for_lines("refused: ", n)
+}
+
 // ---------------------------------------------------------------------------------------
 // Token files
 
@@ -132,7 +138,7 @@ async fn token_file_tokens_from_query_or_path_reach_ipv4_and_ipv6_targets() {
     assert_eq!(refused(proxy.addr, "websockify?token=vm-404").await, 4403);
     assert_eq!(refused(proxy.addr, "").await, 4403);
     assert_eq!(refused(proxy.addr, "websockify?token=vm-dead").await, 4502);
-    let lines = refusal_lines(&proxy);
+    let lines = wait_for_refusals(&proxy, 6);
     assert_eq!(lines.len(), 6, "{lines:#?}");
     assert!(
         lines[0].contains("refused: token")
@@ -595,13 +601,13 @@ async fn token_authority_valid_unknown_refused_slow_and_broken() {
         ),
         ("garbage", 4503, "kind=authority_bad_answer", "not JSON"),
     ];
-    for (token, status, kind, reason) in cases {
+    for (case, (token, status, kind, reason)) in cases.into_iter().enumerate() {
         assert_eq!(
             refused(proxy.addr, &format!("websockify?token={token}")).await,
             status,
             "{token}"
         );
-        let lines = refusal_lines(&proxy);
+        let lines = wait_for_refusals(&proxy, 2 * (case + 1));
         let line = lines
             .iter()
             .rev()
