@@ -17,25 +17,9 @@ pub struct Usage {
 
 /// The process and every live descendant.
 pub fn tree(root: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-                if let Some(fields) = stat_fields(&stat) {
-                    if let Some(ppid) = fields.first().and_then(|f| f.parse::<u32>().ok()) {
-                        parents.push((pid, ppid));
-                    }
-                }
-            }
-        }
-    }
+    let parents: Vec<(u32, u32)> = process_stats()
+        .filter_map(|(pid, stat)| Some((pid, stat_fields(&stat)?.first()?.parse().ok()?)))
+        .collect();
     let mut members = vec![root];
     let mut i = 0;
     while i < members.len() {
@@ -73,24 +57,37 @@ pub fn usage(root: u32) -> io::Result<Usage> {
 
 /// CPU seconds (user + system) the tree has used, including reaped children.
 pub fn cpu_seconds(root: u32) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let ticks: u64 = tree(root)
         .into_iter()
         .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
         .filter_map(|stat| parse_cpu_ticks(&stat))
         .sum();
-    ticks as f64 / ticks_per_second
+    ticks as f64 / ticks_per_second()
+}
+
+/// Clock ticks per second, the unit of /proc's CPU times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// Every process's id and `/proc/PID/stat` line at one instant (a process that ends
+/// meanwhile is left out).
+fn process_stats() -> impl Iterator<Item = (u32, String)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter_map(|pid| Some((pid, fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)))
 }
 
 /// CPU seconds the whole machine has spent busy (user, nice, system, irq and softirq of all
 /// cores) since boot: what a transfer costs everything on the box, the load generator, the
 /// sink and the kernel's softirq work included. Idle, iowait and steal are not work done here.
 pub fn machine_busy_seconds() -> Option<f64> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let stat = fs::read_to_string("/proc/stat").ok()?;
-    Some(parse_machine_busy_ticks(&stat)? as f64 / ticks_per_second)
+    Some(parse_machine_busy_ticks(&stat)? as f64 / ticks_per_second())
 }
 
 /// user + nice + system + irq + softirq of the `cpu` line of /proc/stat (guest time is
@@ -111,11 +108,8 @@ fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
 
 /// CPU ticks (user + system, all threads) of every process on the machine at one instant.
 pub fn process_ticks() -> HashMap<u32, u64> {
-    numeric_entries("/proc")
-        .filter_map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            Some((pid, parse_own_ticks(&stat)?))
-        })
+    process_stats()
+        .filter_map(|(pid, stat)| Some((pid, parse_own_ticks(&stat)?)))
         .collect()
 }
 
@@ -128,14 +122,12 @@ pub fn busiest_process(
     after: &HashMap<u32, u64>,
     seconds: f64,
 ) -> Option<(f64, u32)> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     after
         .iter()
         .filter_map(|(&pid, &t)| Some((t.checked_sub(*before.get(&pid)?)?, pid)))
         .max_by_key(|&(used, _)| used)
         .filter(|_| seconds > 0.0)
-        .map(|(used, pid)| (used as f64 / ticks_per_second / seconds, pid))
+        .map(|(used, pid)| (used as f64 / ticks_per_second() / seconds, pid))
 }
 
 /// What a process is, for a report: this benchmark's load generator, its sink, or the
@@ -153,14 +145,6 @@ pub fn role(pid: u32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|comm| comm.trim().to_owned())
         .unwrap_or_else(|_| format!("process {pid}"))
-}
-
-fn numeric_entries(dir: &str) -> impl Iterator<Item = u32> {
-    fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
 }
 
 /// utime + stime (proc(5) fields 14 and 15) in clock ticks: the process's own time, without
@@ -240,11 +224,9 @@ mod tests {
     fn the_busiest_process_is_the_one_that_used_most_cpu() {
         let before = HashMap::from([(1, 100), (2, 50), (7, 10)]);
         let after = HashMap::from([(1, 150), (2, 200), (9, 500)]);
-        // SAFETY: sysconf has no preconditions.
-        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let (share, pid) = busiest_process(&before, &after, 2.0).unwrap();
         assert_eq!(pid, 2);
-        assert!((share - 150.0 / ticks_per_second / 2.0).abs() < 1e-9);
+        assert!((share - 150.0 / ticks_per_second() / 2.0).abs() < 1e-9);
         assert!(process_ticks().contains_key(&std::process::id()));
         assert_eq!(role(std::process::id()), "load generator");
     }
