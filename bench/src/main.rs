@@ -6,6 +6,7 @@ mod endpoint;
 mod measure;
 mod procstat;
 mod proxies;
+mod relay;
 mod report;
 mod run;
 mod sink;
@@ -24,7 +25,7 @@ use crate::report::{Figure, CONSOLEGATE_WS, CONSOLEGATE_WSS};
 #[derive(Parser)]
 #[command(
     name = "consolegate-bench",
-    about = "Benchmark consolegate against raw loopback, websockify and websocat"
+    about = "Benchmark consolegate against raw loopback, a bare relay, websockify and websocat"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +38,16 @@ enum Command {
     Run(Box<RunArgs>),
     /// The target server: prints its ports, serves until standard input closes.
     Sink {
+        /// Exit after this many seconds even if standard input stays open.
+        #[arg(long, default_value_t = 4 * 3600)]
+        lifetime: u64,
+    },
+    /// The bare relay in front of a sink: prints its ports, relays until standard input
+    /// closes.
+    Relay {
+        /// The sink's ports line (`sink source=... stats=...`).
+        #[arg(long)]
+        sink: String,
         /// Exit after this many seconds even if standard input stays open.
         #[arg(long, default_value_t = 4 * 3600)]
         lifetime: u64,
@@ -136,6 +147,19 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("consolegate-bench sink: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Relay { sink, lifetime } => {
+            let Some(ports) = sink::SinkPorts::parse_line(&sink) else {
+                eprintln!("consolegate-bench relay: not a sink ports line: {sink}");
+                return ExitCode::FAILURE;
+            };
+            match relay::run(ports, Duration::from_secs(lifetime)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("consolegate-bench relay: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -300,7 +324,9 @@ fn header(args: &RunArgs, runs: usize, profile: &Profile, fd_limit: u64) -> Stri
         ),
         "Everything on loopback; load generator, sink and subject share the machine's cores. \
          MB = 10^6 bytes. wss:// uses an RSA-2048 server key, full handshakes (no resumption); \
-         consolegate verifies a freshly signed RSA-2048 ticket per session."
+         consolegate verifies a freshly signed RSA-2048 ticket per session. \
+         The bare relay (`consolegate-bench relay`) is the least any relay can do: raw TCP in, \
+         raw TCP out, one blocking thread per direction splicing through a 1 MiB pipe."
             .to_owned(),
     ];
     if !args.header.is_empty() {

@@ -130,8 +130,8 @@ pub fn busiest_process(
         .map(|(used, pid)| (used as f64 / ticks_per_second() / seconds, pid))
 }
 
-/// What a process is, for a report: this benchmark's load generator, its sink, or the
-/// program's name.
+/// What a process is, for a report: this benchmark's load generator, its sink, its bare
+/// relay, or the program's name.
 pub fn role(pid: u32) -> String {
     if pid == std::process::id() {
         return "load generator".into();
@@ -139,8 +139,12 @@ pub fn role(pid: u32) -> String {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
     let program = args.next().unwrap_or_default();
-    if program.ends_with("consolegate-bench") && args.next().is_some_and(|a| a == "sink") {
-        return "sink".into();
+    if program.ends_with("consolegate-bench") {
+        match args.next().as_deref() {
+            Some("sink") => return "sink".into(),
+            Some("relay") => return "bare relay".into(),
+            _ => {}
+        }
     }
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|comm| comm.trim().to_owned())

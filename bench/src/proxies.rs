@@ -1,5 +1,5 @@
 //! Starting and stopping the programs under test as child processes on loopback ports: the
-//! sink, websockify (token-file mode, as Abiquo and OpenStack deploy it), websocat (one per
+//! sink, the bare relay (both this binary), websockify (token-file mode, as Abiquo and OpenStack deploy it), websocat (one per
 //! sink behaviour, as the issue runs it) and consolegate (its own configuration file).
 //! Every child is killed by its own process id when its handle drops.
 
@@ -42,8 +42,8 @@ pub enum StartError {
     },
     #[error("no free loopback port: {0}")]
     NoPort(std::io::Error),
-    #[error("the sink did not print its ports")]
-    SinkPorts,
+    #[error("consolegate-bench {0} did not print its ports")]
+    Ports(String),
 }
 
 /// Paths to the programs and the key material.
@@ -170,13 +170,31 @@ fn loopback(port: u16) -> SocketAddr {
 /// Starts this binary's `sink` subcommand and reads its ports. It exits when its standard
 /// input (held by the returned handle) closes.
 pub fn start_sink(workdir: &Path) -> Result<(Processes, SinkPorts), StartError> {
+    start_own(workdir, "sink", &[])
+}
+
+/// Starts this binary's `relay` subcommand in front of `sink` and reads the ports it
+/// listens on, one per sink behaviour. It exits when its standard input closes.
+pub fn start_relay(workdir: &Path, sink: SinkPorts) -> Result<(Processes, SinkPorts), StartError> {
+    start_own(workdir, "relay", &["--sink".to_owned(), sink.to_line()])
+}
+
+/// Runs a subcommand of this binary that prints a ports line and serves until its standard
+/// input closes.
+fn start_own(
+    workdir: &Path,
+    subcommand: &str,
+    args: &[String],
+) -> Result<(Processes, SinkPorts), StartError> {
+    let program = format!("consolegate-bench {subcommand}");
     let exe = std::env::current_exe().map_err(|source| StartError::Spawn {
-        program: "consolegate-bench sink".into(),
+        program: program.clone(),
         source,
     })?;
-    let (_, log) = log_file(workdir, "sink")?;
+    let (_, log) = log_file(workdir, subcommand)?;
     let mut child = Command::new(exe)
-        .arg("sink")
+        .arg(subcommand)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(File::create(&log).map_err(|source| StartError::Write {
@@ -184,10 +202,7 @@ pub fn start_sink(workdir: &Path) -> Result<(Processes, SinkPorts), StartError> 
             source,
         })?)
         .spawn()
-        .map_err(|source| StartError::Spawn {
-            program: "consolegate-bench sink".into(),
-            source,
-        })?;
+        .map_err(|source| StartError::Spawn { program, source })?;
     let mut line = String::new();
     if let Some(stdout) = child.stdout.take() {
         let _ = BufReader::new(stdout).read_line(&mut line);
@@ -195,7 +210,7 @@ pub fn start_sink(workdir: &Path) -> Result<(Processes, SinkPorts), StartError> 
     let Some(ports) = SinkPorts::parse_line(line.trim()) else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(StartError::SinkPorts);
+        return Err(StartError::Ports(subcommand.to_owned()));
     };
     Ok((
         Processes {

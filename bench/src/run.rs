@@ -11,7 +11,8 @@ use crate::endpoint::{Access, Client, SetupError, TicketPool};
 use crate::measure::{self, Profile, Throughput};
 use crate::proxies::{self, Processes, Programs, StartError};
 use crate::report::{
-    Figure, Flow, Results, CONSOLEGATE_WS, CONSOLEGATE_WSS, RAW, SUBJECTS, WEBSOCAT, WEBSOCKIFY,
+    Figure, Flow, Results, BARE_RELAY, CONSOLEGATE_WS, CONSOLEGATE_WSS, RAW, SUBJECTS, WEBSOCAT,
+    WEBSOCKIFY,
 };
 use crate::sink::{Mode, SinkPorts};
 
@@ -100,6 +101,19 @@ impl Bench {
                     pids: [None; 4],
                 },
             )),
+            BARE_RELAY => {
+                let (processes, ports) = proxies::start_relay(&programs.workdir, self.sink)
+                    .map_err(|e| e.to_string())?;
+                let pids = pids(&processes);
+                Ok((
+                    Some(processes),
+                    Live {
+                        access: Access::Raw(ports),
+                        wss_access: None,
+                        pids,
+                    },
+                ))
+            }
             WEBSOCKIFY => {
                 let program = programs
                     .websockify
@@ -412,6 +426,13 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
                 Figure::SetupWss,
                 subject,
                 "websocat: run as the issue does (ws-l, no TLS)",
+            );
+        }
+        if subject == RAW || subject == BARE_RELAY {
+            results.note(
+                Figure::SetupWs,
+                subject,
+                "no WebSocket, no ticket: TCP connect (through the relay to the sink), one echo, close",
             );
         }
         for (figure, cpu_figure, access) in [
