@@ -18,6 +18,7 @@ use consolegate::config::{RawConfig, Settings};
 use consolegate::proxy::{Proxy, Shared};
 use consolegate::target::{Target, TokenFile};
 use consolegate::ticket::TicketSigner;
+use consolegate::workers::Workers;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -76,9 +77,11 @@ async fn proxy(pairs: &[(&str, &str)]) -> (SocketAddr, tokio::sync::oneshot::Sen
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let workers = Workers::start(Some(1)).expect("a worker thread");
     tokio::spawn(consolegate::server::run(
         listener,
         Shared::new(proxy),
+        workers,
         async move {
             let _ = stopped.await;
         },

@@ -17,6 +17,7 @@ use crate::notify::{self, Notifier};
 use crate::proxy::{Notice, Proxy, Shared};
 use crate::target::Target;
 use crate::ticket::{TicketSigner, TicketVerifier};
+use crate::workers::Workers;
 use crate::{admin, logging, server, shutdown};
 
 /// `println!` that ignores a closed or full standard output (`check-config | head`).
@@ -233,15 +234,22 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
             Notifier::default()
         }
     };
-    // Named threads: `top -H` and profilers tell the proxy's workers from anything else.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This thread accepts, reloads and serves the admin endpoints; the workers serve the
+    // connections.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("consolegate-io")
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
             error!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let workers = match Workers::start(proxy.settings.worker_threads) {
+        Ok(workers) => workers,
+        Err(e) => {
+            error!("cannot start the worker threads: {e}");
             return ExitCode::from(EXIT_REFUSED);
         }
     };
@@ -325,7 +333,7 @@ fn serve(paths: &[PathBuf]) -> ExitCode {
                 }
             }
         };
-        server::run(listener, shared, stop).await;
+        server::run(listener, shared, workers, stop).await;
         reloader.abort();
         for task in [admin, watchdog].into_iter().flatten() {
             task.abort();
@@ -421,6 +429,9 @@ async fn reload(paths: &[PathBuf], shared: &Shared) -> Result<(), usize> {
     }
     if old.admin_listen != new.admin_listen {
         warn!("ADMIN_LISTEN changes take effect only after a restart");
+    }
+    if old.worker_threads != new.worker_threads {
+        warn!("WORKER_THREADS changes take effect only after a restart");
     }
     shared.replace(proxy);
     info!(settings = %loaded.raw.print_lines().join(" "), "configuration reloaded");

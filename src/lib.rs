@@ -37,3 +37,4 @@ pub mod tls;
 pub mod tls_key;
 pub mod vencrypt;
 pub mod web;
+pub mod workers;

@@ -33,6 +33,7 @@ use crate::connect;
 use crate::metrics::Dropped;
 use crate::proxy::{Proxy, Shared};
 use crate::splice::SharedTcp;
+use crate::workers::Workers;
 use crate::{proxy_protocol, resume, session};
 
 /// First byte of a TLS record carrying a handshake: how one port tells wss:// from ws://.
@@ -78,8 +79,14 @@ pub async fn bind(settings: &Settings) -> io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then drains.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+/// Serves connections from `listener`, each on the least busy of `workers`, until `shutdown`
+/// completes, then drains.
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    workers: Workers,
+    shutdown: impl Future<Output = ()>,
+) {
     let tracker = TaskTracker::new();
     let draining = CancellationToken::new();
     let closing = CancellationToken::new();
@@ -96,9 +103,13 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracker.spawn(handle_connection(stream, peer, context.clone()));
-                }
+                // Handed over unregistered: the worker's own event loop watches it.
+                Ok((stream, peer)) => match stream.into_std() {
+                    Ok(stream) => {
+                        tracker.spawn_on(adopt(stream, peer, context.clone()), workers.least_busy());
+                    }
+                    Err(error) => debug!(%error, client = %peer, "accepted connection lost"),
+                },
                 Err(e) => handle_accept_error(e).await,
             },
         }
@@ -160,6 +171,14 @@ struct HandshakeSlot<'a>(&'a AtomicUsize);
 impl Drop for HandshakeSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Registers an accepted connection with the worker it runs on, then serves it.
+async fn adopt(stream: std::net::TcpStream, peer: SocketAddr, context: Arc<Context>) {
+    match TcpStream::from_std(stream) {
+        Ok(stream) => handle_connection(stream, peer, context).await,
+        Err(error) => warn!(%error, client = %peer, "cannot watch an accepted connection"),
     }
 }
 

@@ -74,6 +74,7 @@ pub const MAX_SESSIONS_PER_CLIENT: &str = "MAX_SESSIONS_PER_CLIENT";
 /// Connections still in their TLS or HTTP phase at once.
 pub const MAX_HANDSHAKES: &str = "MAX_HANDSHAKES";
 pub const MAX_HANDSHAKES_PER_CLIENT: &str = "MAX_HANDSHAKES_PER_CLIENT";
+pub const WORKER_THREADS: &str = "WORKER_THREADS";
 /// Largest HTTP request head.
 pub const MAX_REQUEST_HEADER_SIZE: &str = "MAX_REQUEST_HEADER_SIZE";
 /// A session with no traffic either way for this long is closed.
@@ -349,6 +350,12 @@ pub const KEYS: &[KeyDef] = &[
         name: MAX_HANDSHAKES_PER_CLIENT,
         default: "256",
         doc: "connections in their TLS/HTTP phase at once from one client address; more are closed at once",
+        secret: false,
+    },
+    KeyDef {
+        name: WORKER_THREADS,
+        default: "auto",
+        doc: "threads serving connections, each with its own event loop; auto: one per CPU the process may use",
         secret: false,
     },
     KeyDef {

@@ -196,6 +196,16 @@ pub fn parse_count(value: &str) -> Result<usize, InvalidValue> {
         .ok_or_else(|| InvalidValue::new(value, "a whole number of at least 1"))
 }
 
+/// Reads `auto` (`None`) or a count of at least 1.
+pub fn parse_auto_count(value: &str) -> Result<Option<usize>, InvalidValue> {
+    if value.eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    parse_count(value)
+        .map(Some)
+        .map_err(|_| InvalidValue::new(value, "auto or a whole number of at least 1"))
+}
+
 /// Reads `MAX_REQUEST_HEADER_SIZE`: hyper needs at least 8 KiB to read any request.
 pub fn parse_header_size(value: &str) -> Result<usize, InvalidValue> {
     value
@@ -326,6 +336,8 @@ pub struct Settings {
     /// One address's share of `max_handshakes`: a slow flood from one address leaves the
     /// rest for everyone else.
     pub max_handshakes_per_client: usize,
+    /// `None` (`auto`): one per CPU the process may use.
+    pub worker_threads: Option<usize>,
     pub max_request_header_size: usize,
     /// `None`: sessions may idle forever (heartbeats still detect dead browsers).
     pub session_idle_timeout: Option<Duration>,
@@ -410,6 +422,7 @@ impl Settings {
             max_sessions_per_client: keys.parse(MAX_SESSIONS_PER_CLIENT, parse_count),
             max_handshakes: keys.parse(MAX_HANDSHAKES, parse_count),
             max_handshakes_per_client: keys.parse(MAX_HANDSHAKES_PER_CLIENT, parse_count),
+            worker_threads: keys.parse(WORKER_THREADS, parse_auto_count),
             max_request_header_size: keys.parse(MAX_REQUEST_HEADER_SIZE, parse_header_size),
             session_idle_timeout: keys.parse(SESSION_IDLE_TIMEOUT, parse_optional_duration),
             session_max_duration: keys.parse(SESSION_MAX_DURATION, parse_optional_duration),
@@ -692,6 +705,7 @@ mod tests {
                 max_sessions_per_client: 100,
                 max_handshakes: 1024,
                 max_handshakes_per_client: 256,
+                worker_threads: None,
                 max_request_header_size: 32 * 1024,
                 session_idle_timeout: None,
                 session_max_duration: None,
