@@ -432,7 +432,7 @@ async fn main_phase(bench: &Bench, live: &[Result<Live, String>], results: &mut 
             results.note(
                 Figure::SetupWs,
                 subject,
-                "no WebSocket, no ticket: TCP connect (through the relay to the sink), one echo, close",
+                "raw loopback and the bare relay: no WebSocket, no ticket: TCP connect (to the sink, or to the relay, which connects to the sink), one echo, close",
             );
         }
         for (figure, cpu_figure, access) in [
