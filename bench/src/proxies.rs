@@ -1,6 +1,7 @@
 //! Starting and stopping the programs under test as child processes on loopback ports: the
-//! sink, the bare relay (both this binary), websockify (token-file mode, as Abiquo and OpenStack deploy it), websocat (one per
-//! sink behaviour, as the issue runs it) and consolegate (its own configuration file).
+//! sink and the bare relay (both this binary), websockify (token-file mode, as Abiquo and
+//! OpenStack deploy it), websocat (one per sink behaviour, as the issue runs it) and
+//! consolegate (its own configuration file).
 //! Every child is killed by its own process id when its handle drops.
 
 use std::fs::File;

@@ -76,8 +76,19 @@ impl Live {
     }
 }
 
-fn pids(processes: &Processes) -> [Option<u32>; 4] {
-    Mode::ALL.map(|m| processes.pid(m))
+/// A subject served by `processes`, with the process behind each sink behaviour.
+fn served_by(
+    processes: Processes,
+    access: Access,
+    wss_access: Option<Access>,
+) -> (Option<Processes>, Live) {
+    let pids = Mode::ALL.map(|m| processes.pid(m));
+    let live = Live {
+        access,
+        wss_access,
+        pids,
+    };
+    (Some(processes), live)
 }
 
 /// Shared by every start: the sink, the tickets, the programs.
@@ -104,15 +115,7 @@ impl Bench {
             BARE_RELAY => {
                 let (processes, ports) = proxies::start_relay(&programs.workdir, self.sink)
                     .map_err(|e| e.to_string())?;
-                let pids = pids(&processes);
-                Ok((
-                    Some(processes),
-                    Live {
-                        access: Access::Raw(ports),
-                        wss_access: None,
-                        pids,
-                    },
-                ))
+                Ok(served_by(processes, Access::Raw(ports), None))
             }
             WEBSOCKIFY => {
                 let program = programs
@@ -121,14 +124,10 @@ impl Bench {
                     .ok_or_else(|| missing(&self.options.websockify_missing))?;
                 let (processes, addr) = proxies::start_websockify(programs, program, self.sink)
                     .map_err(|e| e.to_string())?;
-                let pids = pids(&processes);
-                Ok((
-                    Some(processes),
-                    Live {
-                        access: Access::Websockify { addr, tls: false },
-                        wss_access: Some(Access::Websockify { addr, tls: true }),
-                        pids,
-                    },
+                Ok(served_by(
+                    processes,
+                    Access::Websockify { addr, tls: false },
+                    Some(Access::Websockify { addr, tls: true }),
                 ))
             }
             WEBSOCAT => {
@@ -138,33 +137,18 @@ impl Bench {
                     .ok_or_else(|| missing(&self.options.websocat_missing))?;
                 let (processes, addrs) = proxies::start_websocat(programs, program, self.sink)
                     .map_err(|e| e.to_string())?;
-                let pids = pids(&processes);
-                Ok((
-                    Some(processes),
-                    Live {
-                        access: Access::Websocat(addrs),
-                        wss_access: None,
-                        pids,
-                    },
-                ))
+                Ok(served_by(processes, Access::Websocat(addrs), None))
             }
             _ => {
                 let (processes, addr) =
                     proxies::start_consolegate(programs, &self.options.consolegate_config)
                         .map_err(|e| e.to_string())?;
-                let pids = pids(&processes);
-                Ok((
-                    Some(processes),
-                    Live {
-                        access: Access::Consolegate {
-                            addr,
-                            tls: subject == CONSOLEGATE_WSS,
-                            tickets: self.tickets.clone(),
-                        },
-                        wss_access: None,
-                        pids,
-                    },
-                ))
+                let access = Access::Consolegate {
+                    addr,
+                    tls: subject == CONSOLEGATE_WSS,
+                    tickets: self.tickets.clone(),
+                };
+                Ok(served_by(processes, access, None))
             }
         }
     }
