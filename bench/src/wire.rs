@@ -369,28 +369,7 @@ impl Conn {
     /// # Errors
     /// I/O failures and protocol violations by the server.
     pub async fn recv(&mut self, buf: &mut [u8]) -> Result<Received, WireError> {
-        if self.early > 0 {
-            let payload = std::mem::take(&mut self.early);
-            return Ok(Received {
-                payload,
-                closed: false,
-            });
-        }
-        let n = self.stream.read(buf).await?;
-        if n == 0 {
-            return Ok(Received {
-                payload: 0,
-                closed: true,
-            });
-        }
-        let Some(parser) = &mut self.framing else {
-            return Ok(Received {
-                payload: n,
-                closed: false,
-            });
-        };
-        let mut fed = Fed::default();
-        parser.feed(&buf[..n], &mut fed)?;
+        let fed = read_and_parse(&mut self.stream, &mut self.early, &mut self.framing, buf).await?;
         for ping in fed.pings {
             let pong = encode_frame(OP_PONG, &ping, self.rng.mask());
             self.stream.write_all(&pong).await?;
@@ -467,33 +446,37 @@ impl ConnReader {
     /// # Errors
     /// I/O failures and protocol violations by the server.
     pub async fn recv(&mut self, buf: &mut [u8]) -> Result<Received, WireError> {
-        if self.early > 0 {
-            let payload = std::mem::take(&mut self.early);
-            return Ok(Received {
-                payload,
-                closed: false,
-            });
-        }
-        let n = self.read.read(buf).await?;
-        if n == 0 {
-            return Ok(Received {
-                payload: 0,
-                closed: true,
-            });
-        }
-        let Some(parser) = &mut self.framing else {
-            return Ok(Received {
-                payload: n,
-                closed: false,
-            });
-        };
-        let mut fed = Fed::default();
-        parser.feed(&buf[..n], &mut fed)?;
+        let fed = read_and_parse(&mut self.read, &mut self.early, &mut self.framing, buf).await?;
         Ok(Received {
             payload: fed.payload,
             closed: fed.closed,
         })
     }
+}
+
+/// One read into `buf`, parsed into frames when the session is a WebSocket: what
+/// [`Conn::recv`] and [`ConnReader::recv`] share. Payload that arrived with the upgrade
+/// response (`early`) is reported first, without reading.
+async fn read_and_parse<R: AsyncRead + Unpin>(
+    read: &mut R,
+    early: &mut usize,
+    framing: &mut Option<FrameParser>,
+    buf: &mut [u8],
+) -> Result<Fed, WireError> {
+    if *early > 0 {
+        return Ok(Fed {
+            payload: std::mem::take(early),
+            ..Fed::default()
+        });
+    }
+    let n = read.read(buf).await?;
+    let mut fed = Fed::default();
+    match framing {
+        _ if n == 0 => fed.closed = true,
+        None => fed.payload = n,
+        Some(parser) => parser.feed(&buf[..n], &mut fed)?,
+    }
+    Ok(fed)
 }
 
 /// The sending half of a [`Conn`].
