@@ -79,7 +79,7 @@ async fn proxy(pairs: &[(&str, &str)]) -> (SocketAddr, tokio::sync::oneshot::Sen
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let workers = Workers::start(Some(1)).expect("a worker thread");
     tokio::spawn(consolegate::server::run(
-        listener,
+        consolegate::server::Listener::new(listener).expect("the listener on this runtime"),
         Shared::new(proxy),
         workers,
         async move {

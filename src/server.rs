@@ -19,7 +19,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use rustix::net::SocketFlags;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -42,11 +44,54 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Bound on the final wait once sessions have been told to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// The listening socket, watched by the accepting thread's event loop. What it accepts is
+/// left unregistered there: the worker that serves a connection registers it once, with
+/// its own event loop (tokio's `accept` would register it here, only for the hand-over to
+/// deregister it again: two wasted system calls per connection).
+pub struct Listener(AsyncFd<std::net::TcpListener>);
+
+impl Listener {
+    /// Watches `listener` with the current runtime's event loop.
+    ///
+    /// # Errors
+    /// The socket cannot be moved to this event loop.
+    pub fn new(listener: TcpListener) -> io::Result<Listener> {
+        let listener = listener.into_std()?;
+        // SAFETY: a `std::net::TcpListener` owns its descriptor and reports that same one
+        // until it is dropped, which happens only with the `AsyncFd`.
+        let watched = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }?;
+        Ok(Listener(watched))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    /// The next connection, non-blocking and registered with no event loop yet.
+    async fn accept(&self) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(accepted) = ready.try_io(|listener| {
+                let (socket, peer) = rustix::net::acceptfrom_with(
+                    listener.get_ref(),
+                    SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                )?;
+                let peer = peer
+                    .and_then(|peer| SocketAddr::try_from(peer).ok())
+                    .ok_or_else(|| io::Error::other("accepted a peer with no IP address"))?;
+                Ok((std::net::TcpStream::from(socket), peer))
+            }) {
+                return accepted;
+            }
+        }
+    }
+}
+
 /// Binds the listening socket the settings describe.
 ///
 /// # Errors
 /// The host name does not resolve, or the address cannot be bound.
-pub async fn bind(settings: &Settings) -> io::Result<TcpListener> {
+pub async fn bind(settings: &Settings) -> io::Result<Listener> {
     let port = settings.proxy_port;
     let addr = match &settings.proxy_host {
         ListenHost::Any if settings.source_is_ipv6 => {
@@ -76,13 +121,13 @@ pub async fn bind(settings: &Settings) -> io::Result<TcpListener> {
     // Inherited by every accepted browser connection.
     connect::tune(&socket);
     socket.bind(addr)?;
-    socket.listen(1024)
+    Listener::new(socket.listen(1024)?)
 }
 
 /// Serves connections from `listener`, each on the least busy of `workers`, until `shutdown`
 /// completes, then drains.
 pub async fn run(
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
     workers: Workers,
     shutdown: impl Future<Output = ()>,
@@ -103,13 +148,9 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                // Handed over unregistered: the worker's own event loop watches it.
-                Ok((stream, peer)) => match stream.into_std() {
-                    Ok(stream) => {
-                        tracker.spawn_on(adopt(stream, peer, context.clone()), workers.least_busy());
-                    }
-                    Err(error) => debug!(%error, client = %peer, "accepted connection lost"),
-                },
+                Ok((stream, peer)) => {
+                    tracker.spawn_on(adopt(stream, peer, context.clone()), workers.least_busy());
+                }
                 Err(e) => handle_accept_error(e).await,
             },
         }
