@@ -156,8 +156,11 @@ fn main() -> ExitCode {
                 eprintln!("consolegate-bench relay: not a sink ports line: {sink}");
                 return ExitCode::FAILURE;
             };
-            match relay::run(ports, Duration::from_secs(lifetime)) {
-                Ok(()) => ExitCode::SUCCESS,
+            match relay::start(ports) {
+                Ok(()) => {
+                    runtime.block_on(sink::until_released(Duration::from_secs(lifetime)));
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("consolegate-bench relay: {e}");
                     ExitCode::FAILURE

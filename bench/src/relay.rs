@@ -5,7 +5,7 @@
 //! raw loopback is what a second TCP connection and a process in the path cost here, which
 //! no proxy can avoid; what consolegate loses against it is consolegate's own.
 
-use std::io::{self, BufRead};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::thread;
@@ -22,11 +22,11 @@ const PIPE_SIZE: usize = consolegate::splice::PIPE_SIZE;
 const STACK: usize = 64 * 1024;
 
 /// Listens in front of `sink`, prints its ports in the sink's format (with the sink's own
-/// statistics port), and relays until standard input closes or `lifetime` passes.
+/// statistics port), and leaves the relaying to its threads.
 ///
 /// # Errors
 /// A listener cannot be bound.
-pub fn run(sink: SinkPorts, lifetime: Duration) -> io::Result<()> {
+pub fn start(sink: SinkPorts) -> io::Result<()> {
     let mut ports = sink;
     for mode in Mode::ALL {
         let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -43,16 +43,6 @@ pub fn run(sink: SinkPorts, lifetime: Duration) -> io::Result<()> {
             .spawn(move || accept_loop(&listener, target))?;
     }
     println!("{}", ports.to_line());
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let mut stdin = io::stdin().lock();
-        while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
-            line.clear();
-        }
-        let _ = done.send(());
-    });
-    let _ = finished.recv_timeout(lifetime);
     Ok(())
 }
 

@@ -144,6 +144,13 @@ pub async fn run(lifetime: Duration) -> io::Result<()> {
         tokio::spawn(accept_loop(listener, mode));
     }
     tokio::spawn(serve_stats(stats));
+    until_released(lifetime).await;
+    Ok(())
+}
+
+/// Returns when standard input closes (the benchmark that started this process is gone) or
+/// `lifetime` passes: how the sink and the bare relay know when to exit.
+pub async fn until_released(lifetime: Duration) {
     let stdin_closed = async {
         let mut line = String::new();
         let mut stdin = BufReader::new(tokio::io::stdin());
@@ -152,7 +159,6 @@ pub async fn run(lifetime: Duration) -> io::Result<()> {
         }
     };
     let _ = tokio::time::timeout(lifetime, stdin_closed).await;
-    Ok(())
 }
 
 async fn accept_loop(listener: TcpListener, mode: Mode) {
