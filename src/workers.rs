@@ -26,9 +26,10 @@ impl Workers {
     /// A thread or its runtime could not be created.
     pub fn start(count: Option<usize>) -> io::Result<Workers> {
         let count = count
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+            .max(1);
         let mut handles = Vec::with_capacity(count);
-        for _ in 0..count.max(1) {
+        for _ in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             // Named: `top -H` and profilers tell the proxy's workers from anything else.
