@@ -288,6 +288,29 @@ fn smoke_verdict(results: &report::Results, profile: &Profile) -> ExitCode {
     }
 }
 
+/// How an idle CPU waits for work. In a VM, waking a halted vCPU goes through the
+/// hypervisor, and every round trip through a relay wakes one more process than through raw
+/// loopback, so this moves the round-trip figures more than anything a proxy does.
+fn idle_policy() -> String {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    match (
+        read("/sys/devices/system/cpu/cpuidle/current_driver"),
+        read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    ) {
+        (Some(driver), Some(ns)) if driver == "haltpoll" => match ns.parse::<u64>() {
+            Ok(0) => "idle vCPUs halt without polling (haltpoll.guest_halt_poll_ns=0)".into(),
+            Ok(ns) => format!("idle vCPUs poll up to {} µs before halting", ns / 1000),
+            Err(_) => format!("cpuidle haltpoll, guest_halt_poll_ns {ns}"),
+        },
+        (Some(driver), _) => format!("cpuidle driver {driver}"),
+        (None, _) => "cpuidle driver unknown".into(),
+    }
+}
+
 fn header(args: &RunArgs, runs: usize, profile: &Profile, fd_limit: u64) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -307,11 +330,12 @@ fn header(args: &RunArgs, runs: usize, profile: &Profile, fd_limit: u64) -> Stri
     let congestion = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into());
+    let idle = idle_policy();
     let mut lines = vec![
         "# consolegate benchmark".to_owned(),
         String::new(),
         format!(
-            "Run {} on {cores} × {cpu}, Linux {kernel}, TCP congestion control {congestion}, descriptor limit {fd_limit}.",
+            "Run {} on {cores} × {cpu}, Linux {kernel}, TCP congestion control {congestion}, {idle}, descriptor limit {fd_limit}.",
             chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
         ),
         format!(
