@@ -619,6 +619,9 @@ where
         ws_tx.feed(Message::Binary(data.slice(start..end))).await?;
         start = end;
     }
+    // Every frame is copied into the layers below by now: the read buffer need not wait
+    // out a browser that is slow to take the flush.
+    drop(data);
     ws_tx.flush().await
 }
 
