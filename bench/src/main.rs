@@ -292,14 +292,9 @@ fn smoke_verdict(results: &report::Results, profile: &Profile) -> ExitCode {
 /// hypervisor, and every round trip through a relay wakes one more process than through raw
 /// loopback, so this moves the round-trip figures more than anything a proxy does.
 fn idle_policy() -> String {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
     match (
-        read("/sys/devices/system/cpu/cpuidle/current_driver"),
-        read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+        system_value("/sys/devices/system/cpu/cpuidle/current_driver"),
+        system_value("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
     ) {
         (Some(driver), Some(ns)) if driver == "haltpoll" => match ns.parse::<u64>() {
             Ok(0) => "idle vCPUs halt without polling (haltpoll.guest_halt_poll_ns=0)".into(),
@@ -309,6 +304,13 @@ fn idle_policy() -> String {
         (Some(driver), _) => format!("cpuidle driver {driver}"),
         (None, _) => "cpuidle driver unknown".into(),
     }
+}
+
+/// A one-line kernel setting or fact from /proc or /sys, trimmed.
+fn system_value(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn header(args: &RunArgs, runs: usize, profile: &Profile, fd_limit: u64) -> String {
@@ -322,14 +324,11 @@ fn header(args: &RunArgs, runs: usize, profile: &Profile, fd_limit: u64) -> Stri
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let kernel = system_value("/proc/sys/kernel/osrelease").unwrap_or_default();
     // BBR paces in TCP itself (a timer per transmit) unless the qdisc is fq: it moves every
     // figure here, so the report says which one ran.
-    let congestion = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
+    let congestion = system_value("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap_or_else(|| "unknown".into());
     let idle = idle_policy();
     let mut lines = vec![
         "# consolegate benchmark".to_owned(),
